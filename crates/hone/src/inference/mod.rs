@@ -1,0 +1,3 @@
+//! Inference pipelines: from text to embeddings, labels, entities or generated text.
+
+pub mod embed;

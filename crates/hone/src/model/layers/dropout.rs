@@ -1,0 +1,98 @@
+use std::sync::{Arc, Mutex};
+
+use candle_core::{Result, Tensor};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+/// Shared by every dropout layer of one model: whether it is training, and the random stream
+/// the masks come from. candle's CPU RNG cannot be seeded, so masks are drawn here from a
+/// seeded ChaCha stream whose position can be saved and restored for an exact resume.
+#[derive(Debug, Clone)]
+pub struct TrainingMode {
+    inner: Arc<Mutex<ModeState>>,
+}
+
+#[derive(Debug)]
+struct ModeState {
+    training: bool,
+    rng: ChaCha8Rng,
+}
+
+impl TrainingMode {
+    /// Starts in evaluation mode (dropout off), as a freshly loaded Hugging Face model does.
+    pub fn new(seed: u64) -> Self {
+        use rand::SeedableRng;
+        let rng = ChaCha8Rng::seed_from_u64(seed);
+        Self {
+            inner: Arc::new(Mutex::new(ModeState {
+                training: false,
+                rng,
+            })),
+        }
+    }
+
+    pub fn set_training(&self, training: bool) {
+        self.inner.lock().expect("dropout state poisoned").training = training;
+    }
+
+    pub fn is_training(&self) -> bool {
+        self.inner.lock().expect("dropout state poisoned").training
+    }
+
+    /// The random stream's state: (seed, stream, word position).
+    pub fn rng_state(&self) -> ([u8; 32], u64, u128) {
+        let s = self.inner.lock().expect("dropout state poisoned");
+        (s.rng.get_seed(), s.rng.get_stream(), s.rng.get_word_pos())
+    }
+
+    /// Restore a state saved by [`TrainingMode::rng_state`].
+    pub fn set_rng_state(&self, seed: [u8; 32], stream: u64, word_pos: u128) {
+        use rand::SeedableRng;
+        let mut rng = ChaCha8Rng::from_seed(seed);
+        rng.set_stream(stream);
+        rng.set_word_pos(word_pos);
+        self.inner.lock().expect("dropout state poisoned").rng = rng;
+    }
+
+    /// A keep-mask scaled by 1/(1-p), or None in evaluation mode.
+    fn mask(&self, shape: &[usize], p: f32) -> Option<Vec<f32>> {
+        let mut s = self.inner.lock().expect("dropout state poisoned");
+        if !s.training || p <= 0.0 {
+            return None;
+        }
+        let n: usize = shape.iter().product();
+        let scale = 1.0 / (1.0 - p);
+        Some(
+            (0..n)
+                .map(|_| if s.rng.gen::<f32>() < p { 0.0 } else { scale })
+                .collect(),
+        )
+    }
+}
+
+/// Zeroes each element with probability `p` in training and scales the rest by 1/(1-p);
+/// the identity in evaluation.
+#[derive(Debug, Clone)]
+pub struct Dropout {
+    p: f32,
+    mode: TrainingMode,
+}
+
+impl Dropout {
+    pub fn new(p: f64, mode: &TrainingMode) -> Self {
+        Self {
+            p: p as f32,
+            mode: mode.clone(),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self.mode.mask(x.dims(), self.p) {
+            None => Ok(x.clone()),
+            Some(mask) => {
+                let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+                x.mul(&mask)
+            }
+        }
+    }
+}

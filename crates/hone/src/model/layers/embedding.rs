@@ -1,0 +1,76 @@
+use candle_core::{DType, Device, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use super::linear::weight_init;
+
+/// A lookup table of `vocab` vectors; also serves learned absolute positions and token types.
+#[derive(Debug, Clone)]
+pub struct Embedding {
+    weight: Tensor,
+}
+
+impl Embedding {
+    pub fn new(vb: VarBuilder, vocab: usize, dim: usize, init_std: f64) -> Result<Self> {
+        let weight = vb.get_with_hints((vocab, dim), "weight", weight_init(init_std))?;
+        Ok(Self { weight })
+    }
+
+    /// The `[vocab, dim]` table (tied LM heads reuse it).
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// `ids` of any shape -> `[..., dim]`.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let mut out_dims = ids.dims().to_vec();
+        out_dims.push(self.weight.dim(1)?);
+        self.weight
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape(out_dims)
+    }
+}
+
+/// The fixed encoding of Vaswani et al.: PE(pos, 2i) = sin(pos / 10000^(2i/d)),
+/// PE(pos, 2i+1) = cos(pos / 10000^(2i/d)). Returns `[max_len, dim]`.
+pub fn sinusoidal_table(max_len: usize, dim: usize, device: &Device) -> Result<Tensor> {
+    let mut table = vec![0f32; max_len * dim];
+    for pos in 0..max_len {
+        for i in (0..dim).step_by(2) {
+            let angle = pos as f64 / 10000f64.powf(i as f64 / dim as f64);
+            table[pos * dim + i] = angle.sin() as f32;
+            if i + 1 < dim {
+                table[pos * dim + i + 1] = angle.cos() as f32;
+            }
+        }
+    }
+    Tensor::from_vec(table, (max_len, dim), device)
+}
+
+/// Sinusoidal positions added to token embeddings (no parameters).
+#[derive(Debug, Clone)]
+pub struct SinusoidalPositionalEncoding {
+    table: Tensor,
+}
+
+impl SinusoidalPositionalEncoding {
+    pub fn new(max_len: usize, dim: usize, device: &Device) -> Result<Self> {
+        Ok(Self {
+            table: sinusoidal_table(max_len, dim, device)?,
+        })
+    }
+
+    /// `x`: `[batch, seq, dim]`; positions start at `offset` (for cached decoding).
+    pub fn forward(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
+        let seq = x.dim(1)?;
+        let pe = self.table.narrow(0, offset, seq)?.to_dtype(x.dtype())?;
+        x.broadcast_add(&pe.unsqueeze(0)?)
+    }
+}
+
+/// Position ids `offset..offset+seq` for every row of a batch: `[batch, seq]`.
+pub fn position_ids(batch: usize, seq: usize, offset: usize, device: &Device) -> Result<Tensor> {
+    Tensor::arange(offset as u32, (offset + seq) as u32, device)?
+        .to_dtype(DType::U32)?
+        .unsqueeze(0)?
+        .repeat((batch, 1))
+}

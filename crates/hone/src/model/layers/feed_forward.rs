@@ -1,0 +1,71 @@
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use super::{Dropout, Linear};
+
+/// The FFN non-linearity, named as in Hugging Face configs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// Exact GELU, `x * Phi(x)` (BERT's "gelu").
+    Gelu,
+    /// GELU with the tanh approximation (GPT-2's "gelu_new").
+    #[serde(alias = "gelu_new", alias = "gelu_pytorch_tanh", alias = "gelu_fast")]
+    GeluTanh,
+    Relu,
+}
+
+impl Activation {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Gelu => crate::ops::gelu_erf(x),
+            Activation::GeluTanh => crate::ops::gelu_tanh(x),
+            Activation::Relu => crate::ops::relu(x),
+        }
+    }
+}
+
+/// Position-wise feed-forward network: `down(dropout?(act(up(x))))`.
+#[derive(Debug, Clone)]
+pub struct FeedForward {
+    up: Linear,
+    down: Linear,
+    act: Activation,
+    /// Dropout between the two projections (the original Transformer; BERT/GPT-2 have none).
+    inner_dropout: Option<Dropout>,
+}
+
+impl FeedForward {
+    pub fn new(up: Linear, down: Linear, act: Activation, inner_dropout: Option<Dropout>) -> Self {
+        Self {
+            up,
+            down,
+            act,
+            inner_dropout,
+        }
+    }
+
+    /// A fresh FFN with `up`/`down` named as given under `vb`.
+    pub fn build(
+        vb: VarBuilder,
+        names: (&str, &str),
+        dim: usize,
+        hidden: usize,
+        act: Activation,
+        init_std: f64,
+    ) -> Result<Self> {
+        let up = Linear::new(vb.pp(names.0), dim, hidden, init_std)?;
+        let down = Linear::new(vb.pp(names.1), hidden, dim, init_std)?;
+        Ok(Self::new(up, down, act, None))
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.act.forward(&self.up.forward(x)?)?;
+        let h = match &self.inner_dropout {
+            Some(d) => d.forward(&h)?,
+            None => h,
+        };
+        self.down.forward(&h)
+    }
+}

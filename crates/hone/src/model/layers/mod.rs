@@ -1,0 +1,19 @@
+//! Transformer building blocks, each a small struct with a `forward`, written on candle ops.
+
+mod attention;
+mod block;
+mod dropout;
+mod embedding;
+mod feed_forward;
+mod linear;
+mod norm;
+
+pub use attention::{
+    causal_mask, padding_mask, scaled_dot_product_attention, KvCache, MultiHeadAttention, QkvLayout,
+};
+pub use block::{ResidualOrder, TransformerBlock};
+pub use dropout::{Dropout, TrainingMode};
+pub use embedding::{position_ids, sinusoidal_table, Embedding, SinusoidalPositionalEncoding};
+pub use feed_forward::{Activation, FeedForward};
+pub use linear::Linear;
+pub use norm::LayerNorm;

@@ -1,0 +1,22 @@
+use candle_core::{Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+
+/// LayerNorm over the last dimension, differentiable in all its inputs (see [`crate::ops`]).
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        let weight = vb.get_with_hints(dim, "weight", Init::Const(1.0))?;
+        let bias = vb.get_with_hints(dim, "bias", Init::Const(0.0))?;
+        Ok(Self { weight, bias, eps })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        crate::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
+    }
+}
