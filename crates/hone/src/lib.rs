@@ -11,7 +11,10 @@ pub mod inference;
 pub mod io;
 pub mod model;
 pub mod ops;
+pub mod recipe;
+pub mod tasks;
 pub mod tokenization;
+pub mod training;
 
 /// Pick the compute device from a `--device` string: `cpu`, `cuda` or `cuda:N`.
 pub fn device_from_str(spec: &str) -> anyhow::Result<candle_core::Device> {

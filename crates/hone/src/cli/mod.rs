@@ -1,7 +1,11 @@
 //! `hone` subcommands: thin wrappers that parse arguments and call the pipelines.
 
 mod embed;
+mod eval;
+mod finetune;
 mod info;
+mod predict;
+mod score;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +26,14 @@ enum Command {
     Info(info::InfoArgs),
     /// Embed texts (arguments, or one per line on stdin) as JSON lines.
     Embed(embed::EmbedArgs),
+    /// Fine-tune a pretrained checkpoint on a labelled file (a TOML recipe).
+    Finetune(finetune::FinetuneArgs),
+    /// Evaluate a fine-tuned model on a labelled file.
+    Eval(eval::EvalArgs),
+    /// Predict labels for texts (JSON lines out).
+    Predict(predict::PredictArgs),
+    /// Score predictions against gold labels.
+    Score(score::ScoreArgs),
 }
 
 /// Parse the command line and run it.
@@ -31,6 +43,10 @@ pub fn run() -> anyhow::Result<()> {
     match cli.command {
         Command::Info(a) => info::run(a),
         Command::Embed(a) => embed::run(a),
+        Command::Finetune(a) => finetune::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Predict(a) => predict::run(a),
+        Command::Score(a) => score::run(a),
     }
 }
 
@@ -42,4 +58,39 @@ fn init_logging(level: &str) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+}
+
+/// Inputs for prediction: a table file (text columns by name) or plain text lines
+/// (a file, or `-` for stdin).
+fn read_inputs(
+    input: &str,
+    text_columns: &[String],
+) -> anyhow::Result<Vec<(String, Option<String>)>> {
+    use anyhow::Context;
+    use std::io::BufRead;
+    let path = std::path::Path::new(input);
+    if input != "-" && hone_data::TableFormat::from_path(path).is_some() {
+        let spec = hone_data::TableSpec::default().text_columns(text_columns.to_vec());
+        let table = hone_data::read_table(path, &spec)?;
+        return Ok(table
+            .examples
+            .into_iter()
+            .map(|e| (e.texts[0].clone(), e.texts.get(1).cloned()))
+            .collect());
+    }
+    let lines: Vec<String> = if input == "-" {
+        std::io::stdin()
+            .lock()
+            .lines()
+            .enumerate()
+            .map(|(i, l)| l.with_context(|| format!("stdin line {}: not valid UTF-8", i + 1)))
+            .collect::<anyhow::Result<_>>()?
+    } else {
+        hone_data::read_lines(path)?
+    };
+    Ok(lines
+        .into_iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| (l, None))
+        .collect())
 }

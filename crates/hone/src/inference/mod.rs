@@ -1,3 +1,4 @@
 //! Inference pipelines: from text to embeddings, labels, entities or generated text.
 
+pub mod classify;
 pub mod embed;

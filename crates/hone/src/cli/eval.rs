@@ -1,0 +1,75 @@
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use hone_data::{read_table, TableSpec};
+use hone_metrics::{ClassificationReport, ZeroDivision};
+
+use hone::inference::classify::TextClassifier;
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A fine-tuned model directory.
+    model_dir: PathBuf,
+    /// A labelled file (.tsv/.csv/.jsonl).
+    #[arg(long)]
+    data: PathBuf,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[arg(long = "text-column")]
+    text_columns: Vec<String>,
+    #[arg(long, default_value = "label")]
+    label_column: String,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 128)]
+    max_length: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let device = hone::device_from_str(&args.device)?;
+    let classifier = TextClassifier::load(&args.model_dir, &device, args.max_length)?;
+    let spec =
+        TableSpec::with_label(args.label_column.clone()).text_columns(args.text_columns.clone());
+    let table = read_table(&args.data, &spec)?;
+    // Every gold label must be one the model knows; name the line that is not.
+    let mut gold = Vec::with_capacity(table.len());
+    for ex in &table.examples {
+        let label = table.require_label(ex)?;
+        if !classifier.labels.iter().any(|l| l == label) {
+            anyhow::bail!(
+                "{}:{}: label {label:?} is not one of the model's labels {:?}",
+                args.data.display(),
+                ex.line,
+                classifier.labels
+            )
+        }
+        gold.push(label.to_string());
+    }
+    let inputs: Vec<(String, Option<String>)> = table
+        .examples
+        .iter()
+        .map(|e| (e.texts[0].clone(), e.texts.get(1).cloned()))
+        .collect();
+    let preds = classifier.predict(&inputs, args.batch_size)?;
+    let pred: Vec<String> = preds.into_iter().map(|p| p.label).collect();
+    let report =
+        ClassificationReport::compute(&gold, &pred, Some(&classifier.labels), ZeroDivision::Zero)
+            .context("cannot compute the report")?;
+    if args.json {
+        let mut j = report.to_json();
+        j["confusion_matrix"] = serde_json::json!(hone_metrics::classification::confusion_matrix(
+            &gold,
+            &pred,
+            Some(&classifier.labels)
+        )?);
+        j["labels"] = serde_json::json!(classifier.labels);
+        println!("{j}");
+    } else {
+        println!("{}", report.to_text(4));
+    }
+    Ok(())
+}

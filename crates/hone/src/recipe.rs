@@ -1,0 +1,113 @@
+//! Recipes: TOML files with `[model]`, `[data]` and `[training]` sections whose keys follow
+//! Hugging Face's `run_glue.py` / `run_ner.py` arguments and `TrainingArguments`, plus
+//! `--set key=value` overrides from the command line.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Read a recipe file and apply `overrides` (`key=value` or `section.key=value`; values
+/// are TOML literals, or plain strings when they do not parse as one).
+pub fn load_recipe<R: DeserializeOwned + Serialize + Default>(
+    path: &Path,
+    overrides: &[String],
+) -> Result<R> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read recipe {}", path.display()))?;
+    let mut table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
+    apply_overrides::<R>(&mut table, overrides)?;
+    R::deserialize(toml::Value::Table(table)).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+/// Apply `--set` overrides to a parsed recipe.
+pub fn apply_overrides<R: Serialize + Default>(
+    table: &mut toml::Table,
+    overrides: &[String],
+) -> Result<()> {
+    // The default recipe tells which section owns a bare key.
+    let defaults = toml::Table::try_from(R::default()).context("recipe defaults must serialise")?;
+    for item in overrides {
+        let (key, raw) = item
+            .split_once('=')
+            .with_context(|| format!("--set {item}: expected key=value"))?;
+        let value = parse_value(raw.trim());
+        let (section, field) = match key.split_once('.') {
+            Some((s, f)) => (s.to_string(), f.to_string()),
+            None => {
+                let owner = defaults
+                    .iter()
+                    .find(|(_, v)| v.as_table().is_some_and(|t| t.contains_key(key)))
+                    .map(|(s, _)| s.clone());
+                match owner {
+                    Some(s) => (s, key.to_string()),
+                    None => bail!("--set {key}: no recipe section has this key"),
+                }
+            }
+        };
+        let sect = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .with_context(|| format!("recipe key `{section}` is not a section"))?;
+        sect.insert(field, value);
+    }
+    Ok(())
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&doc) {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(default)]
+    struct Recipe {
+        data: Data,
+        training: Training,
+    }
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(default)]
+    struct Data {
+        train_file: String,
+    }
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(default)]
+    struct Training {
+        learning_rate: f64,
+        seed: u64,
+    }
+
+    #[test]
+    fn overrides_find_their_section_and_parse_values() {
+        let mut t: toml::Table = toml::from_str("[training]\nlearning_rate = 1e-3\n").unwrap();
+        apply_overrides::<Recipe>(
+            &mut t,
+            &[
+                "learning_rate=5e-5".into(),
+                "data.train_file=a b.tsv".into(),
+                "seed=7".into(),
+            ],
+        )
+        .unwrap();
+        let r = Recipe::deserialize(toml::Value::Table(t)).unwrap();
+        assert_eq!(r.training.learning_rate, 5e-5);
+        assert_eq!(r.training.seed, 7);
+        assert_eq!(r.data.train_file, "a b.tsv");
+        let mut t = toml::Table::new();
+        let err = apply_overrides::<Recipe>(&mut t, &["nope=1".into()]).unwrap_err();
+        assert!(err.to_string().contains("nope"));
+    }
+}
