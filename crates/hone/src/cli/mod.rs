@@ -1,5 +1,6 @@
 //! `hone` subcommands: thin wrappers that parse arguments and call the pipelines.
 
+mod bench;
 mod embed;
 mod eval;
 mod finetune;
@@ -34,6 +35,8 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Score predictions against gold labels.
     Score(score::ScoreArgs),
+    /// Time a training step or a forward pass on random token ids.
+    Bench(bench::BenchArgs),
 }
 
 /// Parse the command line and run it.
@@ -47,6 +50,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Score(a) => score::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }
 

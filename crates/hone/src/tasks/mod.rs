@@ -2,3 +2,4 @@
 //! report and its predictions. The CLI calls these; they call the model.
 
 pub mod classification;
+pub mod ner;
