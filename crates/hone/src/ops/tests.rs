@@ -179,3 +179,160 @@ fn bce_with_logits_by_hand() {
     let expected = (-(sig(0.5).ln()) - (1.0 - sig(-2.0)).ln()) / 2.0;
     assert!((loss - expected).abs() < 1e-6);
 }
+
+#[test]
+fn fast_erf_and_exp_are_accurate() {
+    let mut worst_erf = 0f64;
+    let mut worst_exp = 0f64;
+    for i in -60_000..=60_000 {
+        let x = i as f32 * 1e-4;
+        let e = candle_core::cpu::erf::erf_f64(x as f64);
+        worst_erf = worst_erf.max((cpu::erf(x) as f64 - e).abs());
+        let x = i as f32 * 1.4e-3; // -84 ..= 84
+        let e = (x as f64).exp();
+        worst_exp = worst_exp.max(((cpu::exp(x) as f64 - e) / e).abs());
+    }
+    assert!(worst_erf < 5e-7, "erf error {worst_erf}");
+    assert!(worst_exp < 5e-7, "exp relative error {worst_exp}");
+    assert_eq!(cpu::exp(-100.0), 0.0);
+    assert_eq!(cpu::exp(f32::NEG_INFINITY), 0.0);
+}
+
+/// Gradients of `sum(f(q, k, v) * probe)` for three inputs.
+fn grads3(
+    inputs: [&Tensor; 3],
+    f: impl Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>,
+) -> (Tensor, [Tensor; 3]) {
+    let vars: Vec<Var> = inputs
+        .iter()
+        .map(|t| Var::from_tensor(t).unwrap())
+        .collect();
+    let y = f(
+        vars[0].as_tensor(),
+        vars[1].as_tensor(),
+        vars[2].as_tensor(),
+    )
+    .unwrap();
+    let probe = randn(y.dims(), 77);
+    let g = (&y * &probe)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let get = |i: usize| {
+        g.get(vars[i].as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for input {i}"))
+            .clone()
+    };
+    (y, [get(0), get(1), get(2)])
+}
+
+fn reference_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    mask: Option<&Tensor>,
+    drop: Option<&Tensor>,
+) -> Result<Tensor> {
+    let s = (q.contiguous()?.matmul(&k.contiguous()?.t()?)? * scale)?;
+    let s = match mask {
+        Some(m) => s.broadcast_add(m)?,
+        None => s,
+    };
+    let e = s
+        .broadcast_sub(&s.max_keepdim(D::Minus1)?.detach())?
+        .exp()?;
+    let p = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
+    let p = match drop {
+        Some(d) => p.broadcast_mul(d)?,
+        None => p,
+    };
+    p.matmul(&v.contiguous()?)
+}
+
+#[test]
+fn fused_attention_matches_composite_forward_and_backward() {
+    // Odd sizes; Tq != Tk (cross-attention); q, k and v are strided views of [B, T, H, D].
+    let (b, h, tq, tk, d) = (3, 5, 7, 11, 9);
+    let q = randn(&[b, tq, h, d], 11);
+    let k = randn(&[b, tk, h, d], 12);
+    let v = randn(&[b, tk, h, d], 13);
+    let heads = |t: &Tensor| t.transpose(1, 2).unwrap();
+    // Padding mask [B, 1, 1, Tk] with the last keys of row 1 masked, plus a dropout mask.
+    let mut m = vec![0f32; b * tk];
+    m[tk + 8..2 * tk].fill(-1e9);
+    let mask = Tensor::from_vec(m, (b, 1, 1, tk), &Device::Cpu).unwrap();
+    let keep = randn(&[b, h, tq, tk], 14)
+        .ge(-1.5)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .affine(1.0 / 0.75, 0.0)
+        .unwrap();
+    let scale = 1.0 / 3.0;
+    for (mask, drop) in [
+        (None, None),
+        (Some(&mask), None),
+        (Some(&mask), Some(&keep)),
+    ] {
+        let (y1, g1) = grads3([&q, &k, &v], |q, k, v| {
+            attention(&heads(q), &heads(k), &heads(v), scale, mask, drop)
+        });
+        let (y2, g2) = grads3([&q, &k, &v], |q, k, v| {
+            reference_attention(&heads(q), &heads(k), &heads(v), scale, mask, drop)
+        });
+        assert_eq!(y1.dims(), [b, h, tq, d]);
+        assert!(max_abs_diff(&y1, &y2) < 1e-5, "forward");
+        for (i, (a, r)) in g1.iter().zip(&g2).enumerate() {
+            assert!(max_abs_diff(a, r) < 1e-4, "gradient of input {i}");
+        }
+    }
+    // Contiguous [B, H, T, D] inputs (no transposed view) and a causal [Tq, Tk] mask.
+    let qc = randn(&[2, 3, 5, 4], 15);
+    let kc = randn(&[2, 3, 5, 4], 16);
+    let vc = randn(&[2, 3, 5, 4], 17);
+    let causal: Vec<f32> = (0..5)
+        .flat_map(|i| (0..5).map(move |j| if j > i { -1e9 } else { 0.0 }))
+        .collect();
+    let causal = Tensor::from_vec(causal, (1, 1, 5, 5), &Device::Cpu).unwrap();
+    let (y1, g1) = grads3([&qc, &kc, &vc], |q, k, v| {
+        attention(q, k, v, 0.5, Some(&causal), None)
+    });
+    let (y2, g2) = grads3([&qc, &kc, &vc], |q, k, v| {
+        reference_attention(q, k, v, 0.5, Some(&causal), None)
+    });
+    assert!(max_abs_diff(&y1, &y2) < 1e-5);
+    for (a, r) in g1.iter().zip(&g2) {
+        assert!(max_abs_diff(a, r) < 1e-4);
+    }
+}
+
+#[test]
+fn fused_linear_matches_composite_forward_and_backward() {
+    let x = randn(&[13, 37], 21);
+    let w = randn(&[19, 37], 22);
+    let bias = randn(&[19], 23);
+    let (y1, g1) = grads3([&x, &w, &bias], |x, w, b| linear(x, w, Some(b), false));
+    let (y2, g2) = grads3([&x, &w, &bias], |x, w, b| {
+        x.matmul(&w.t()?)?.broadcast_add(b)
+    });
+    assert!(max_abs_diff(&y1, &y2) < 1e-4);
+    for (a, r) in g1.iter().zip(&g2) {
+        assert!(max_abs_diff(a, r) < 1e-3);
+    }
+    // Stored [in, out] (GPT-2 Conv1D), no bias, and a strided (transposed) input.
+    let wt = randn(&[37, 19], 24);
+    let xt = randn(&[37, 13], 25);
+    let (y1, g1) = grads3([&xt, &wt, &bias], |x, w, b| {
+        linear(&x.t()?, w, None, true)?.broadcast_add(b)
+    });
+    let (y2, g2) = grads3([&xt, &wt, &bias], |x, w, b| {
+        x.t()?.matmul(w)?.broadcast_add(b)
+    });
+    assert!(max_abs_diff(&y1, &y2) < 1e-4);
+    for (a, r) in g1.iter().zip(&g2) {
+        assert!(max_abs_diff(a, r) < 1e-3);
+    }
+}

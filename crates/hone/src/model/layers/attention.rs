@@ -16,14 +16,20 @@ pub fn scaled_dot_product_attention(
     mask: Option<&Tensor>,
     dropout: Option<&Dropout>,
 ) -> Result<Tensor> {
-    let scale = 1.0 / (q.dim(3)? as f64).sqrt();
-    let scores = q.matmul(&k.t()?)?;
-    let probs = crate::ops::scaled_masked_softmax(&scores, scale, mask)?;
-    let probs = match dropout {
-        Some(d) => d.forward(&probs)?,
-        None => probs,
+    let (b, h, tq, d) = q.dims4()?;
+    let tk = k.dim(2)?;
+    let scale = 1.0 / (d as f64).sqrt();
+    // The dropout keep-mask, drawn exactly as `dropout.forward(probs)` would draw it (same
+    // shape, same random stream); the identity in evaluation hands back its input.
+    let keep = match dropout {
+        Some(dr) => {
+            let ones = Tensor::ones(1, q.dtype(), q.device())?.broadcast_as((b, h, tq, tk))?;
+            let m = dr.forward(&ones)?;
+            (m.id() != ones.id()).then_some(m)
+        }
+        None => None,
     };
-    probs.matmul(v)
+    crate::ops::attention(q, k, v, scale, mask, keep.as_ref())
 }
 
 /// Additive mask `[B, 1, 1, Tk]` from a `[B, Tk]` attention mask of 1 (token) / 0 (padding).
@@ -97,12 +103,11 @@ impl MultiHeadAttention {
         }
     }
 
-    /// `[B, T, H*D]` -> `[B, H, T, D]`.
+    /// `[B, T, H*D]` -> `[B, H, T, D]`, a strided view: the attention kernel reads it as is.
     fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         x.reshape((b, t, self.n_heads, d / self.n_heads))?
-            .transpose(1, 2)?
-            .contiguous()
+            .transpose(1, 2)
     }
 
     /// `[B, H, T, D]` -> `[B, T, H*D]`.

@@ -57,19 +57,25 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let w = if self.stored_transposed {
-            self.weight.clone()
-        } else {
-            self.weight.t()?
-        };
-        let y = match x.dims() {
+        let bias = self.bias.as_ref();
+        let t = self.stored_transposed;
+        match x.dims() {
+            [_, _] => crate::ops::linear(x, &self.weight, bias, t),
             // Fold leading dimensions into rows: one large GEMM instead of a batched one.
-            [b, t, d] => x.reshape((b * t, *d))?.matmul(&w)?.reshape((*b, *t, ()))?,
-            _ => x.broadcast_matmul(&w)?,
-        };
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
+            [b, tt, d] => crate::ops::linear(&x.reshape((b * tt, *d))?, &self.weight, bias, t)?
+                .reshape((*b, *tt, ())),
+            _ => {
+                let w = if t {
+                    self.weight.clone()
+                } else {
+                    self.weight.t()?
+                };
+                let y = x.broadcast_matmul(&w)?;
+                match bias {
+                    Some(b) => y.broadcast_add(b),
+                    None => Ok(y),
+                }
+            }
         }
     }
 }
