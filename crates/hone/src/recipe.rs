@@ -27,8 +27,10 @@ pub fn apply_overrides<R: Serialize + Default>(
     table: &mut toml::Table,
     overrides: &[String],
 ) -> Result<()> {
-    // The default recipe tells which section owns a bare key.
-    let defaults = toml::Table::try_from(R::default()).context("recipe defaults must serialise")?;
+    // The default recipe tells which section owns a bare key (JSON keeps `None` fields as
+    // null, where TOML would drop them).
+    let defaults = serde_json::to_value(R::default()).context("recipe defaults must serialise")?;
+    let defaults = defaults.as_object().context("a recipe is a table")?;
     for item in overrides {
         let (key, raw) = item
             .split_once('=')
@@ -39,7 +41,7 @@ pub fn apply_overrides<R: Serialize + Default>(
             None => {
                 let owner = defaults
                     .iter()
-                    .find(|(_, v)| v.as_table().is_some_and(|t| t.contains_key(key)))
+                    .find(|(_, v)| v.as_object().is_some_and(|t| t.contains_key(key)))
                     .map(|(s, _)| s.clone());
                 match owner {
                     Some(s) => (s, key.to_string()),
@@ -88,6 +90,7 @@ mod tests {
     struct Training {
         learning_rate: f64,
         seed: u64,
+        max_steps: Option<usize>,
     }
 
     #[test]
@@ -105,6 +108,7 @@ mod tests {
         let r = Recipe::deserialize(toml::Value::Table(t)).unwrap();
         assert_eq!(r.training.learning_rate, 5e-5);
         assert_eq!(r.training.seed, 7);
+        assert_eq!(r.training.max_steps, Some(9));
         assert_eq!(r.data.train_file, "a b.tsv");
         let mut t = toml::Table::new();
         let err = apply_overrides::<Recipe>(&mut t, &["nope=1".into()]).unwrap_err();

@@ -142,7 +142,8 @@ impl ParamStore {
             );
         }
         let newly = self.newly_initialized();
-        if !newly.is_empty() {
+        // From scratch everything is new; say so only when some weights came from a file.
+        if !newly.is_empty() && !self.lock().checkpoint.is_empty() {
             tracing::info!(
                 "newly initialised (not in the checkpoint): {}",
                 newly.join(", ")

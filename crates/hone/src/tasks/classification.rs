@@ -24,6 +24,9 @@ pub struct ModelArgs {
     pub model_name_or_path: PathBuf,
     /// Dropout before the classifier (None: the model's hidden dropout).
     pub classifier_dropout: Option<f64>,
+    /// Use only the architecture and tokenizer of `model_name_or_path`; initialise every
+    /// weight afresh (the baseline that shows what pretraining buys).
+    pub from_scratch: bool,
 }
 
 impl Default for ModelArgs {
@@ -31,6 +34,7 @@ impl Default for ModelArgs {
         Self {
             model_name_or_path: PathBuf::from("models/all-MiniLM-L6-v2"),
             classifier_dropout: None,
+            from_scratch: false,
         }
     }
 }
@@ -277,7 +281,11 @@ impl ClassificationTask {
             id2label: labels.labels().to_vec(),
             problem,
         };
-        let model = LoadedModel::load_for_task(&model_dir, task, device, recipe.training.seed)?;
+        let model = if recipe.model.from_scratch {
+            LoadedModel::from_scratch(model_dir.config.clone(), task, device, recipe.training.seed)?
+        } else {
+            LoadedModel::load_for_task(&model_dir, task, device, recipe.training.seed)?
+        };
 
         let class_weights = match &data.class_weights {
             None => None,
