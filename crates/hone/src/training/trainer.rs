@@ -232,6 +232,9 @@ impl<'a, T: TrainingTask> Trainer<'a, T> {
     /// Run training (resuming from the latest checkpoint in `output_dir` when `resume`).
     pub fn train(&self, resume: bool) -> Result<TrainOutput> {
         let args = &self.args;
+        if args.precision != "fp32" {
+            bail!("precision `{}` is not supported yet: hone trains in fp32 (bf16/fp16 mixed precision is planned for the CUDA path)", args.precision)
+        }
         let out_dir = args.output_dir.clone();
         let mut optimizer = self.build_optimizer()?;
         let schedule = self.schedule()?;
