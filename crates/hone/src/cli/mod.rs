@@ -4,9 +4,12 @@ mod bench;
 mod embed;
 mod eval;
 mod finetune;
+mod generate;
 mod info;
 mod predict;
+mod pretrain;
 mod score;
+mod tokenizer;
 
 use clap::{Parser, Subcommand};
 
@@ -37,6 +40,13 @@ enum Command {
     Score(score::ScoreArgs),
     /// Time a training step or a forward pass on random token ids.
     Bench(bench::BenchArgs),
+    /// Pretrain a model from scratch or continue pretraining (MLM, MLM+NSP, causal LM).
+    Pretrain(pretrain::PretrainArgs),
+    /// Generate text with a causal language model.
+    Generate(generate::GenerateArgs),
+    /// Train or inspect tokenizers.
+    #[command(subcommand)]
+    Tokenizer(tokenizer::TokenizerCommand),
 }
 
 /// Parse the command line and run it.
@@ -51,6 +61,9 @@ pub fn run() -> anyhow::Result<()> {
         Command::Predict(a) => predict::run(a),
         Command::Score(a) => score::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Pretrain(a) => pretrain::run(a),
+        Command::Generate(a) => generate::run(a),
+        Command::Tokenizer(c) => tokenizer::run(c),
     }
 }
 

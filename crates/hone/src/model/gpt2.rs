@@ -67,6 +67,11 @@ impl Gpt2LmHeadModel {
         })
     }
 
+    /// The device the weights live on (inputs must be built there).
+    pub fn device(&self) -> &candle_core::Device {
+        self.wte.weight().device()
+    }
+
     /// A fresh cache, one entry per layer, for incremental decoding.
     pub fn new_cache(&self) -> Vec<KvCache> {
         vec![KvCache::default(); self.blocks.len()]

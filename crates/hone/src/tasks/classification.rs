@@ -413,13 +413,16 @@ impl ClassificationTask {
     }
 }
 
+/// Named metrics, plus the per-class report for single-label problems.
+pub type MetricsAndReport = (BTreeMap<String, f64>, Option<ClassificationReport<String>>);
+
 /// Evaluation metrics from logits and targets of one problem type.
 pub fn classification_metrics(
     problem: ProblemType,
     labels: &[String],
     logits: &[Vec<f32>],
     targets: &[Vec<f32>],
-) -> Result<(BTreeMap<String, f64>, Option<ClassificationReport<String>>)> {
+) -> Result<MetricsAndReport> {
     let mut m = BTreeMap::new();
     match problem {
         ProblemType::SingleLabel => {

@@ -60,7 +60,12 @@ pub struct PretrainModelArgs {
 
 impl Default for PretrainModelArgs {
     fn default() -> Self {
-        Self { model_name_or_path: None, tokenizer: None, config: None, tokenizer_vocab_size: 8000 }
+        Self {
+            model_name_or_path: None,
+            tokenizer: None,
+            config: None,
+            tokenizer_vocab_size: 8000,
+        }
     }
 }
 
@@ -205,9 +210,17 @@ pub fn nsp_instances(
                 if !with_b {
                     a = chunk.iter().flat_map(|s| s.iter().copied()).collect();
                 } else {
-                    let a_end = if chunk.len() >= 2 { rng.gen_range(1..chunk.len()) } else { 1 };
-                    a = chunk[..a_end].iter().flat_map(|s| s.iter().copied()).collect();
-                    let random_b = chunk.len() == 1 || (docs.len() > 1 && rng.gen::<f64>() < nsp_probability);
+                    let a_end = if chunk.len() >= 2 {
+                        rng.gen_range(1..chunk.len())
+                    } else {
+                        1
+                    };
+                    a = chunk[..a_end]
+                        .iter()
+                        .flat_map(|s| s.iter().copied())
+                        .collect();
+                    let random_b =
+                        chunk.len() == 1 || (docs.len() > 1 && rng.gen::<f64>() < nsp_probability);
                     if random_b && docs.len() > 1 {
                         nsp_label = 1;
                         let mut other = rng.gen_range(0..docs.len());
@@ -225,7 +238,10 @@ pub fn nsp_instances(
                         // The unused segments of this chunk go back into the stream.
                         i -= chunk.len() - a_end;
                     } else {
-                        b = chunk[a_end..].iter().flat_map(|s| s.iter().copied()).collect();
+                        b = chunk[a_end..]
+                            .iter()
+                            .flat_map(|s| s.iter().copied())
+                            .collect();
                     }
                 }
                 // Truncate the longer side until the pair fits (BERT's truncate_seq_pair).
@@ -246,7 +262,11 @@ pub fn nsp_instances(
                         ids.push(sep);
                         type_ids.resize(ids.len(), 1);
                     }
-                    out.push(Instance { ids, type_ids, nsp_label });
+                    out.push(Instance {
+                        ids,
+                        type_ids,
+                        nsp_label,
+                    });
                 }
                 chunk.clear();
                 len = 0;
@@ -278,7 +298,8 @@ pub struct PretrainTask {
 fn read_text(files: &[PathBuf]) -> Result<String> {
     let mut text = String::new();
     for f in files {
-        let t = std::fs::read_to_string(f).with_context(|| format!("cannot read {} as UTF-8 text", f.display()))?;
+        let t = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read {} as UTF-8 text", f.display()))?;
         text.push_str(&t);
     }
     Ok(text)
@@ -316,7 +337,9 @@ impl PretrainTask {
                     _ => (
                         TokenizerKind::WordPiece,
                         recipe.model.tokenizer_vocab_size,
-                        ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].map(String::from).to_vec(),
+                        ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+                            .map(String::from)
+                            .to_vec(),
                         true,
                     ),
                 };
@@ -330,10 +353,17 @@ impl PretrainTask {
             Objective::MlmNsp => Task::PreTraining { nsp: true },
         };
         let model = match &recipe.model.model_name_or_path {
-            Some(dir) => LoadedModel::load_for_task(&ModelDir::open(dir)?, task.clone(), device, seed)?,
+            Some(dir) => {
+                LoadedModel::load_for_task(&ModelDir::open(dir)?, task.clone(), device, seed)?
+            }
             None => {
-                let mut cfg = recipe.model.config.clone().context("[model] needs model_name_or_path or config")?;
-                cfg.entry("vocab_size").or_insert(toml::Value::Integer(vocab_size as i64));
+                let mut cfg = recipe
+                    .model
+                    .config
+                    .clone()
+                    .context("[model] needs model_name_or_path or config")?;
+                cfg.entry("vocab_size")
+                    .or_insert(toml::Value::Integer(vocab_size as i64));
                 let json = serde_json::to_string(&cfg)?;
                 let config = ModelConfig::parse(&json).context("invalid [model.config]")?;
                 LoadedModel::from_scratch(config, task.clone(), device, seed)?
@@ -355,7 +385,9 @@ impl PretrainTask {
         };
         match recipe.objective {
             Objective::Clm => me.prepare_clm(data)?,
-            Objective::Mlm | Objective::MlmNsp => me.prepare_mlm(data, recipe.objective == Objective::MlmNsp)?,
+            Objective::Mlm | Objective::MlmNsp => {
+                me.prepare_mlm(data, recipe.objective == Objective::MlmNsp)?
+            }
         }
         Ok((model, me))
     }
@@ -366,7 +398,8 @@ impl PretrainTask {
         // Encode line by line in parallel: one huge encode call is slow and memory-hungry.
         let pieces: Vec<String> = text.split_inclusive('\n').map(str::to_string).collect();
         let encodings = {
-            let inputs: Vec<(String, Option<String>)> = pieces.into_iter().map(|p| (p, None)).collect();
+            let inputs: Vec<(String, Option<String>)> =
+                pieces.into_iter().map(|p| (p, None)).collect();
             let enc = tok.inner().clone();
             use rayon::prelude::*;
             inputs
@@ -393,21 +426,37 @@ impl PretrainTask {
             self.valid_stream = self.encode_ids(&read_text(&data.validation_files)?)?;
         }
         if self.train_stream.len() <= self.block_size + 1 {
-            bail!("the training text has {} tokens, fewer than block_size {} + 1", self.train_stream.len(), self.block_size)
+            bail!(
+                "the training text has {} tokens, fewer than block_size {} + 1",
+                self.train_stream.len(),
+                self.block_size
+            )
         }
-        tracing::info!("causal LM: {} train tokens, {} validation tokens", self.train_stream.len(), self.valid_stream.len());
+        tracing::info!(
+            "causal LM: {} train tokens, {} validation tokens",
+            self.train_stream.len(),
+            self.valid_stream.len()
+        );
         Ok(())
     }
 
     fn prepare_mlm(&mut self, data: &PretrainDataArgs, nsp: bool) -> Result<()> {
         let tok = &self.tokenizer;
-        let id = |t: &str| tok.token_to_id(t).with_context(|| format!("the tokenizer has no {t} token"));
+        let id = |t: &str| {
+            tok.token_to_id(t)
+                .with_context(|| format!("the tokenizer has no {t} token"))
+        };
         let (cls, sep, mask) = (id("[CLS]")?, id("[SEP]")?, id("[MASK]")?);
         let mut specials = vec![cls, sep, mask];
         specials.extend(tok.token_to_id("[PAD]"));
         specials.extend(tok.token_to_id("[UNK]"));
         let continuation_ids = data.whole_word_mask.then(|| {
-            tok.inner().get_vocab(true).into_iter().filter(|(t, _)| t.starts_with("##")).map(|(_, i)| i).collect()
+            tok.inner()
+                .get_vocab(true)
+                .into_iter()
+                .filter(|(t, _)| t.starts_with("##"))
+                .map(|(_, i)| i)
+                .collect()
         });
         self.masking = Some(MaskingSpec {
             mask_id: mask,
@@ -442,12 +491,32 @@ impl PretrainTask {
             read_documents(&data.validation_files, &data.document_mode)?
         };
         let (train, valid) = (encode_docs(docs)?, encode_docs(valid_docs)?);
-        self.train_instances = nsp_instances(&train, self.block_size, cls, sep, data.nsp_probability, nsp, &mut rng);
-        self.valid_instances = nsp_instances(&valid, self.block_size, cls, sep, data.nsp_probability, nsp, &mut rng);
+        self.train_instances = nsp_instances(
+            &train,
+            self.block_size,
+            cls,
+            sep,
+            data.nsp_probability,
+            nsp,
+            &mut rng,
+        );
+        self.valid_instances = nsp_instances(
+            &valid,
+            self.block_size,
+            cls,
+            sep,
+            data.nsp_probability,
+            nsp,
+            &mut rng,
+        );
         if self.train_instances.is_empty() {
             bail!("no training instances could be built from the corpus")
         }
-        tracing::info!("masked LM: {} train and {} validation instances", self.train_instances.len(), self.valid_instances.len());
+        tracing::info!(
+            "masked LM: {} train and {} validation instances",
+            self.train_instances.len(),
+            self.valid_instances.len()
+        );
         Ok(())
     }
 
@@ -460,10 +529,15 @@ impl PretrainTask {
     }
 
     fn clm_loss(&self, model: &LoadedModel, stream: &[u32], starts: &[usize]) -> Result<Tensor> {
-        let TaskModel::CausalLm(gpt) = &model.model else { bail!("causal LM needs a GPT-2 model") };
+        let TaskModel::CausalLm(gpt) = &model.model else {
+            bail!("causal LM needs a GPT-2 model")
+        };
         // Windows of block_size + 1 tokens: inputs and their next tokens.
         let ids = {
-            let rows: Vec<u32> = starts.iter().flat_map(|&s| stream[s..s + self.block_size + 1].iter().copied()).collect();
+            let rows: Vec<u32> = starts
+                .iter()
+                .flat_map(|&s| stream[s..s + self.block_size + 1].iter().copied())
+                .collect();
             Tensor::from_vec(rows, (starts.len(), self.block_size + 1), &self.device)?
         };
         let inputs = ids.narrow(1, 0, self.block_size)?;
@@ -478,8 +552,15 @@ impl PretrainTask {
         )?)
     }
 
-    fn mlm_loss(&self, model: &LoadedModel, instances: &[&Instance], rng: &mut ChaCha8Rng) -> Result<Tensor> {
-        let TaskModel::PreTraining(bert) = &model.model else { bail!("masked LM needs a BERT pretraining model") };
+    fn mlm_loss(
+        &self,
+        model: &LoadedModel,
+        instances: &[&Instance],
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Tensor> {
+        let TaskModel::PreTraining(bert) = &model.model else {
+            bail!("masked LM needs a BERT pretraining model")
+        };
         let spec = self.masking.as_ref().expect("masked LM prepared");
         let mut ids = Vec::new();
         let mut labels = Vec::new();
@@ -494,12 +575,23 @@ impl PretrainTask {
         let t = batch.input_ids.dim(1)?;
         let label_rows: Vec<i64> = labels
             .iter()
-            .flat_map(|l| l.iter().copied().chain(std::iter::repeat(-100).take(t - l.len())))
+            .flat_map(|l| {
+                l.iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(-100, t - l.len()))
+            })
             .collect();
         let labels = Tensor::from_vec(label_rows, (instances.len(), t), &self.device)?;
-        let out = bert.forward(&batch.input_ids, &batch.token_type_ids, &batch.attention_mask)?;
+        let out = bert.forward(
+            &batch.input_ids,
+            &batch.token_type_ids,
+            &batch.attention_mask,
+        )?;
         let nsp = match self.objective {
-            Objective::MlmNsp => Some(Tensor::new(instances.iter().map(|i| i.nsp_label).collect::<Vec<_>>(), &self.device)?),
+            Objective::MlmNsp => Some(Tensor::new(
+                instances.iter().map(|i| i.nsp_label).collect::<Vec<_>>(),
+                &self.device,
+            )?),
             _ => None,
         };
         Ok(bert.loss(&out, &labels, nsp.as_ref())?)
@@ -541,27 +633,37 @@ impl TrainingTask for PretrainTask {
                 self.clm_loss(model, &self.train_stream, &starts)
             }
             _ => {
-                let inst: Vec<&Instance> = indices.iter().map(|&i| &self.train_instances[i]).collect();
+                let inst: Vec<&Instance> =
+                    indices.iter().map(|&i| &self.train_instances[i]).collect();
                 self.mlm_loss(model, &inst, &mut self.batch_rng(indices))
             }
         }
     }
 
-    fn evaluate(&self, model: &LoadedModel, max_batches: Option<usize>) -> Result<BTreeMap<String, f64>> {
+    fn evaluate(
+        &self,
+        model: &LoadedModel,
+        max_batches: Option<usize>,
+    ) -> Result<BTreeMap<String, f64>> {
         let bs = self.eval_batch_size.max(1);
         let (mut sum, mut n) = (0f64, 0usize);
         match self.objective {
             Objective::Clm => {
                 let blocks = self.valid_stream.len().saturating_sub(1) / self.block_size;
                 if blocks == 0 {
-                    bail!("the validation text is shorter than one block of {} tokens", self.block_size)
+                    bail!(
+                        "the validation text is shorter than one block of {} tokens",
+                        self.block_size
+                    )
                 }
                 let starts: Vec<usize> = (0..blocks).map(|b| b * self.block_size).collect();
                 for (bi, chunk) in starts.chunks(bs).enumerate() {
                     if max_batches.is_some_and(|m| bi >= m) {
                         break;
                     }
-                    let loss: f32 = self.clm_loss(model, &self.valid_stream, chunk)?.to_scalar()?;
+                    let loss: f32 = self
+                        .clm_loss(model, &self.valid_stream, chunk)?
+                        .to_scalar()?;
                     sum += loss as f64 * chunk.len() as f64;
                     n += chunk.len();
                 }
@@ -583,7 +685,10 @@ impl TrainingTask for PretrainTask {
         let loss = sum / n.max(1) as f64;
         let mut m = BTreeMap::new();
         m.insert("loss".into(), loss);
-        m.insert("perplexity".into(), hone_metrics::perplexity::perplexity(loss));
+        m.insert(
+            "perplexity".into(),
+            hone_metrics::perplexity::perplexity(loss),
+        );
         Ok(m)
     }
 
@@ -609,7 +714,10 @@ mod tests {
         let (mut eligible, mut selected, mut as_mask, mut random, mut kept) = (0, 0, 0, 0, 0);
         for _ in 0..2000 {
             // [CLS] tokens... [SEP], tokens never equal to the mask id.
-            let ids: Vec<u32> = std::iter::once(1).chain((0..126).map(|i| 10 + (i % 900) as u32)).chain(std::iter::once(2)).collect();
+            let ids: Vec<u32> = std::iter::once(1)
+                .chain((0..126).map(|i| 10 + (i % 900) as u32))
+                .chain(std::iter::once(2))
+                .collect();
             let (out, labels) = mask_tokens(&ids, &spec, &mut rng);
             assert_eq!(labels[0], -100, "[CLS] is never masked");
             assert_eq!(labels[127], -100, "[SEP] is never masked");
@@ -634,15 +742,33 @@ mod tests {
         assert!((share - 0.15).abs() < 0.005, "masked share {share}");
         let s = selected as f64;
         // A random replacement can draw the original token (1/1000): counted as kept.
-        assert!((as_mask as f64 / s - 0.8).abs() < 0.01, "mask share {}", as_mask as f64 / s);
-        assert!((random as f64 / s - 0.1).abs() < 0.01, "random share {}", random as f64 / s);
-        assert!((kept as f64 / s - 0.1).abs() < 0.01, "kept share {}", kept as f64 / s);
+        assert!(
+            (as_mask as f64 / s - 0.8).abs() < 0.01,
+            "mask share {}",
+            as_mask as f64 / s
+        );
+        assert!(
+            (random as f64 / s - 0.1).abs() < 0.01,
+            "random share {}",
+            random as f64 / s
+        );
+        assert!(
+            (kept as f64 / s - 0.1).abs() < 0.01,
+            "kept share {}",
+            kept as f64 / s
+        );
     }
 
     #[test]
     fn whole_word_masking_masks_all_pieces_of_a_word() {
         let cont: std::collections::HashSet<u32> = [21, 22].into_iter().collect();
-        let spec = MaskingSpec { mask_id: 4, vocab_size: 100, special_ids: vec![1, 2], probability: 0.5, continuation_ids: Some(cont) };
+        let spec = MaskingSpec {
+            mask_id: 4,
+            vocab_size: 100,
+            special_ids: vec![1, 2],
+            probability: 0.5,
+            continuation_ids: Some(cont),
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         for _ in 0..200 {
             // word 20 ##21 ##22, word 30, word 40 ##21
@@ -657,7 +783,11 @@ mod tests {
     #[test]
     fn nsp_pairs_are_half_random_and_fit() {
         let docs: Vec<Vec<Vec<u32>>> = (0..40)
-            .map(|d| (0..12).map(|s| (0..7).map(|t| (100 + d * 100 + s * 7 + t) as u32).collect()).collect())
+            .map(|d| {
+                (0..12)
+                    .map(|s| (0..7).map(|t| (100 + d * 100 + s * 7 + t) as u32).collect())
+                    .collect()
+            })
             .collect();
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let inst = nsp_instances(&docs, 32, 1, 2, 0.5, true, &mut rng);

@@ -4,6 +4,8 @@
 //! pads everything to 128), which we turn off so that each batch is padded to its own
 //! longest row.
 
+pub mod train;
+
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
