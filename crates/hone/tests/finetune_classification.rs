@@ -38,7 +38,11 @@ fn sst2_recipe(out: &Path, train_rows: usize, eval_rows: usize) -> Classificatio
 fn read_weights(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut v: Vec<(String, Vec<u8>)> = st.tensors().into_iter().map(|(n, t)| (n, t.data().to_vec())).collect();
+    let mut v: Vec<(String, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.data().to_vec()))
+        .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
@@ -52,11 +56,17 @@ fn sst2_short_run_learns() {
     recipe.training.per_device_train_batch_size = 16;
     let (model, task) = ClassificationTask::prepare(&recipe, &Device::Cpu).unwrap();
     Trainer::<ClassificationTask>::prepare_output_dir(&recipe.training, false).unwrap();
-    let result = Trainer::new(recipe.training.clone(), &model, &task).train(false).unwrap();
+    let result = Trainer::new(recipe.training.clone(), &model, &task)
+        .train(false)
+        .unwrap();
     let acc = result.last_eval["eval_accuracy"];
-    assert!(acc >= 0.80, "validation accuracy {acc} after one short epoch");
+    assert!(
+        acc >= 0.80,
+        "validation accuracy {acc} after one short epoch"
+    );
     // The output directory is a Hugging Face model directory with labels and a plot.
-    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["architectures"][0], "BertForSequenceClassification");
     assert_eq!(config["id2label"]["0"], "0");
     assert_eq!(config["label2id"]["1"], 1);
@@ -69,9 +79,16 @@ fn sst2_short_run_learns() {
     assert!(metrics.lines().any(|l| l.contains("eval_accuracy")));
 
     // The saved model predicts through the CLI pipeline with the same accuracy.
-    let classifier = hone::inference::classify::TextClassifier::load(&out, &Device::Cpu, 64).unwrap();
+    let classifier =
+        hone::inference::classify::TextClassifier::load(&out, &Device::Cpu, 64).unwrap();
     let preds = classifier
-        .predict(&[("a wonderful , moving film".into(), None), ("dull and lifeless".into(), None)], 8)
+        .predict(
+            &[
+                ("a wonderful , moving film".into(), None),
+                ("dull and lifeless".into(), None),
+            ],
+            8,
+        )
         .unwrap();
     assert_eq!(preds[0].label, "1");
     assert_eq!(preds[1].label, "0");
@@ -102,7 +119,9 @@ fn resumed_run_matches_uninterrupted_run_bit_for_bit() {
             // A fresh process: rebuild everything from the recipe, then resume.
             let (model, task) = ClassificationTask::prepare(&recipe, &Device::Cpu).unwrap();
             Trainer::<ClassificationTask>::prepare_output_dir(&recipe.training, true).unwrap();
-            let second = Trainer::new(recipe.training.clone(), &model, &task).train(true).unwrap();
+            let second = Trainer::new(recipe.training.clone(), &model, &task)
+                .train(true)
+                .unwrap();
             assert_eq!(second.global_step, 5);
         }
         out
@@ -117,10 +136,20 @@ fn resumed_run_matches_uninterrupted_run_bit_for_bit() {
         assert!(da == db, "tensor {na} differs after resume");
     }
     // And training changed the weights at all.
-    let base = candle_core::safetensors::load(minilm_dir().join("model.safetensors"), &Device::Cpu).unwrap();
-    let q = base["encoder.layer.0.attention.self.query.weight"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let st = candle_core::safetensors::load(straight.join("model.safetensors"), &Device::Cpu).unwrap();
-    let q2 = st["bert.encoder.layer.0.attention.self.query.weight"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let base = candle_core::safetensors::load(minilm_dir().join("model.safetensors"), &Device::Cpu)
+        .unwrap();
+    let q = base["encoder.layer.0.attention.self.query.weight"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let st =
+        candle_core::safetensors::load(straight.join("model.safetensors"), &Device::Cpu).unwrap();
+    let q2 = st["bert.encoder.layer.0.attention.self.query.weight"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     assert!(max_abs_diff(&q, &q2) > 0.0);
     std::fs::remove_dir_all(&straight).unwrap();
     std::fs::remove_dir_all(&resumed).unwrap();
@@ -132,9 +161,9 @@ fn bad_input_is_reported_before_anything_is_written() {
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("out");
     let cases: &[(&str, &str)] = &[
-        ("sentence\tlabel\ngood film\t1\nbad\tfilm\t0\n", ":3"),       // wrong field count
-        ("sentence\tlabel\ngood film\t1\n\t0\n", ":3"),                  // empty text
-        ("text\tstars\ngood film\t1\n", "no column"),                    // missing column
+        ("sentence\tlabel\ngood film\t1\nbad\tfilm\t0\n", ":3"), // wrong field count
+        ("sentence\tlabel\ngood film\t1\n\t0\n", ":3"),          // empty text
+        ("text\tstars\ngood film\t1\n", "no column"),            // missing column
     ];
     for (i, (content, needle)) in cases.iter().enumerate() {
         let file = dir.join(format!("train{i}.tsv"));
@@ -146,7 +175,10 @@ fn bad_input_is_reported_before_anything_is_written() {
             Err(e) => format!("{e:#}"),
             Ok(_) => panic!("case {i} must fail"),
         };
-        assert!(err.contains(file.file_name().unwrap().to_str().unwrap()), "case {i}: {err}");
+        assert!(
+            err.contains(file.file_name().unwrap().to_str().unwrap()),
+            "case {i}: {err}"
+        );
         assert!(err.contains(needle), "case {i}: {err}");
         assert!(!out.exists(), "nothing may be written for case {i}");
     }
@@ -155,7 +187,12 @@ fn bad_input_is_reported_before_anything_is_written() {
     std::fs::write(&file, b"sentence\tlabel\ngood\t1\nbad \xff\t0\n").unwrap();
     let mut recipe = sst2_recipe(&out, 10, 10);
     recipe.data.train_file = file.clone();
-    let err = format!("{:#}", ClassificationTask::prepare(&recipe, &Device::Cpu).err().unwrap());
+    let err = format!(
+        "{:#}",
+        ClassificationTask::prepare(&recipe, &Device::Cpu)
+            .err()
+            .unwrap()
+    );
     assert!(err.contains("bad-utf8.tsv:3"), "{err}");
     // A validation label the training data never had.
     let train = dir.join("t.tsv");
@@ -165,7 +202,12 @@ fn bad_input_is_reported_before_anything_is_written() {
     let mut recipe = sst2_recipe(&out, 10, 10);
     recipe.data.train_file = train;
     recipe.data.validation_file = Some(valid);
-    let err = format!("{:#}", ClassificationTask::prepare(&recipe, &Device::Cpu).err().unwrap());
+    let err = format!(
+        "{:#}",
+        ClassificationTask::prepare(&recipe, &Device::Cpu)
+            .err()
+            .unwrap()
+    );
     assert!(err.contains("v.tsv:3") && err.contains("neutral"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -176,10 +218,12 @@ fn existing_output_dir_is_not_overwritten_unless_asked() {
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("precious.txt"), "keep me").unwrap();
     let mut recipe = sst2_recipe(&out, 10, 10);
-    let err = Trainer::<ClassificationTask>::prepare_output_dir(&recipe.training, false).unwrap_err();
+    let err =
+        Trainer::<ClassificationTask>::prepare_output_dir(&recipe.training, false).unwrap_err();
     assert!(err.to_string().contains("--overwrite-output-dir"), "{err}");
     assert!(out.join("precious.txt").exists());
-    let err = Trainer::<ClassificationTask>::prepare_output_dir(&recipe.training, true).unwrap_err();
+    let err =
+        Trainer::<ClassificationTask>::prepare_output_dir(&recipe.training, true).unwrap_err();
     assert!(err.to_string().contains("no checkpoint"), "{err}");
     recipe.training.overwrite_output_dir = true;
     Trainer::<ClassificationTask>::prepare_output_dir(&recipe.training, false).unwrap();
@@ -194,7 +238,12 @@ fn score_classification_reproduces_scikit_learn() {
     std::fs::create_dir_all(&dir).unwrap();
     let write = |name: &str, key: &str| {
         let p = dir.join(name);
-        let text: String = fx[key].as_array().unwrap().iter().map(|v| format!("{v}\n")).collect();
+        let text: String = fx[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| format!("{v}\n"))
+            .collect();
         std::fs::write(&p, text).unwrap();
         p
     };
@@ -207,7 +256,11 @@ fn score_classification_reproduces_scikit_learn() {
         .arg(&pred)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let want = fx["report"].as_object().unwrap();
     assert_eq!(got.as_object().unwrap().len(), want.len());
@@ -220,7 +273,10 @@ fn score_classification_reproduces_scikit_learn() {
                     assert!((gv - wv).abs() < 1e-9, "{key}/{field}: {gv} vs {wv}");
                 }
             }
-            _ => assert!((g.as_f64().unwrap() - w.as_f64().unwrap()).abs() < 1e-9, "{key}"),
+            _ => assert!(
+                (g.as_f64().unwrap() - w.as_f64().unwrap()).abs() < 1e-9,
+                "{key}"
+            ),
         }
     }
     // The text table is printed by default.
@@ -232,6 +288,9 @@ fn score_classification_reproduces_scikit_learn() {
         .output()
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("macro avg") && text.contains("accuracy"), "{text}");
+    assert!(
+        text.contains("macro avg") && text.contains("accuracy"),
+        "{text}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

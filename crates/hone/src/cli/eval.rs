@@ -6,6 +6,8 @@ use hone_data::{read_table, TableSpec};
 use hone_metrics::{ClassificationReport, ZeroDivision};
 
 use hone::inference::classify::TextClassifier;
+use hone::inference::ner::TokenClassifier;
+use hone::model::loading::{ModelDir, Task};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -27,10 +29,32 @@ pub struct EvalArgs {
     max_length: usize,
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Token classification: pieces shared by consecutive windows of a long sentence.
+    #[arg(long, default_value_t = 32)]
+    stride: usize,
+    /// Token classification: tag scheme of the data (strict mode decodes with it).
+    #[arg(long, default_value = "IOB2")]
+    scheme: String,
+    /// Token classification: `default` (lenient, conlleval-like) or `strict`.
+    #[arg(long, default_value = "default")]
+    mode: String,
+    /// Token classification: 0-based column of the gold tags (default: the last).
+    #[arg(long)]
+    tag_column: Option<usize>,
+    /// Digits in the text report (token classification).
+    #[arg(long, default_value_t = 4)]
+    digits: usize,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
     let device = hone::device_from_str(&args.device)?;
+    let model_dir = ModelDir::open(&args.model_dir)?;
+    if matches!(
+        Task::from_config(&model_dir.config)?,
+        Task::TokenClassification { .. }
+    ) {
+        return run_ner(&args, &device);
+    }
     let classifier = TextClassifier::load(&args.model_dir, &device, args.max_length)?;
     let spec =
         TableSpec::with_label(args.label_column.clone()).text_columns(args.text_columns.clone());
@@ -72,4 +96,16 @@ pub fn run(args: EvalArgs) -> Result<()> {
         println!("{}", report.to_text(4));
     }
     Ok(())
+}
+
+/// Entity-level report of a token-classification model on a labelled CoNLL file.
+fn run_ner(args: &EvalArgs, device: &candle_core::Device) -> Result<()> {
+    let mode = super::score::seqeval_mode(&args.mode, &args.scheme)?;
+    // Read (and check) the data before the model: bad input fails fast, with file:line.
+    let sentences = super::score::read_tagged(&args.data, args.tag_column, &args.scheme)?;
+    let classifier = TokenClassifier::load(&args.model_dir, device, args.max_length, args.stride)?;
+    let words: Vec<Vec<String>> = sentences.iter().map(|s| s.tokens.clone()).collect();
+    let pred = classifier.predict_tags(&words, args.batch_size)?;
+    let gold: Vec<Vec<String>> = sentences.into_iter().map(|s| s.tags).collect();
+    super::score::print_ner_report(&gold, &pred, mode, args.json, args.digits)
 }

@@ -1,10 +1,12 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use hone::inference::classify::TextClassifier;
+use hone::inference::ner::TokenClassifier;
+use hone::model::loading::{ModelDir, Task};
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
@@ -23,16 +25,125 @@ pub struct PredictArgs {
     max_length: usize,
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Token classification input: `text` (raw text, one input per line; JSON lines of
+    /// entities out) or `conll` (one token per line; the lines come back with a predicted
+    /// tag column appended).
+    #[arg(long, default_value = "text")]
+    format: String,
+    /// Token classification: pieces shared by consecutive windows of a long input.
+    #[arg(long, default_value_t = 32)]
+    stride: usize,
 }
 
 pub fn run(args: PredictArgs) -> Result<()> {
     let device = hone::device_from_str(&args.device)?;
+    let model_dir = ModelDir::open(&args.model_dir)?;
+    if matches!(
+        Task::from_config(&model_dir.config)?,
+        Task::TokenClassification { .. }
+    ) {
+        return run_ner(&args, &device);
+    }
+    if args.format != "text" {
+        bail!(
+            "--format {} is for token-classification models",
+            args.format
+        )
+    }
     let classifier = TextClassifier::load(&args.model_dir, &device, args.max_length)?;
     let inputs = super::read_inputs(&args.input, &args.text_columns)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for p in classifier.predict(&inputs, args.batch_size)? {
         writeln!(out, "{}", serde_json::to_string(&p)?)?;
+    }
+    Ok(())
+}
+
+/// One line of a CoNLL input: a token line (its fields) or a separator kept as it is.
+enum ConllLine {
+    Token(String),
+    Other(String),
+}
+
+/// Read CoNLL-style input leniently (any number of columns, token first; the same number
+/// on every token line): sentences of tokens, and the lines to write back.
+fn read_conll_input(input: &str) -> Result<(Vec<ConllLine>, Vec<Vec<String>>)> {
+    let lines: Vec<String> = if input == "-" {
+        use std::io::BufRead;
+        std::io::stdin()
+            .lock()
+            .lines()
+            .enumerate()
+            .map(|(i, l)| l.with_context(|| format!("stdin line {}: not valid UTF-8", i + 1)))
+            .collect::<Result<_>>()?
+    } else {
+        hone_data::read_lines(std::path::Path::new(input))?
+    };
+    let mut out = Vec::with_capacity(lines.len());
+    let mut sentences = Vec::new();
+    let mut current: Vec<String> = Vec::new();
+    let mut columns: Option<(usize, usize)> = None;
+    for (i, line) in lines.into_iter().enumerate() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.is_empty() || fields[0] == "-DOCSTART-" {
+            if !current.is_empty() {
+                sentences.push(std::mem::take(&mut current));
+            }
+            out.push(ConllLine::Other(line));
+            continue;
+        }
+        match columns {
+            None => columns = Some((fields.len(), i + 1)),
+            Some((n, first)) if n != fields.len() => bail!(
+                "{input}:{}: expected {n} columns (as on line {first}), found {}",
+                i + 1,
+                fields.len()
+            ),
+            Some(_) => {}
+        }
+        current.push(fields[0].to_string());
+        out.push(ConllLine::Token(fields.join(" ")));
+    }
+    if !current.is_empty() {
+        sentences.push(current);
+    }
+    Ok((out, sentences))
+}
+
+fn run_ner(args: &PredictArgs, device: &candle_core::Device) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match args.format.as_str() {
+        "text" => {
+            let inputs = super::read_inputs(&args.input, &args.text_columns)?;
+            if inputs.iter().any(|(_, pair)| pair.is_some()) {
+                bail!("token classification takes one text per input, not pairs")
+            }
+            let classifier =
+                TokenClassifier::load(&args.model_dir, device, args.max_length, args.stride)?;
+            let texts: Vec<String> = inputs.into_iter().map(|(t, _)| t).collect();
+            for p in classifier.predict_entities(&texts, args.batch_size)? {
+                writeln!(out, "{}", serde_json::to_string(&p)?)?;
+            }
+        }
+        "conll" => {
+            let (lines, sentences) = read_conll_input(&args.input)?;
+            let classifier =
+                TokenClassifier::load(&args.model_dir, device, args.max_length, args.stride)?;
+            let tags = classifier.predict_tags(&sentences, args.batch_size)?;
+            let mut next = tags.iter().flatten();
+            for line in &lines {
+                match line {
+                    ConllLine::Token(l) => {
+                        let tag = next.next().expect("one tag per token");
+                        writeln!(out, "{l} {tag}")?;
+                    }
+                    ConllLine::Other(l) => writeln!(out, "{l}")?,
+                }
+            }
+        }
+        other => bail!("unknown --format {other:?} (text or conll)"),
     }
     Ok(())
 }

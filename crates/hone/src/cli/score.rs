@@ -2,6 +2,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
+use hone::tasks::ner::{entity_report, report_json};
+use hone_data::conll::{ConllOptions, Sentence, TagScheme};
+use hone_metrics::seqeval::{Mode, Scheme};
 use hone_metrics::{ClassificationReport, ZeroDivision};
 
 #[derive(Args, Debug)]
@@ -24,6 +27,156 @@ enum ScoreKind {
         #[arg(long, default_value_t = 2)]
         digits: usize,
     },
+    /// Score CoNLL tag files at entity level like seqeval's classification_report (gold
+    /// tags from the gold file's tag column, predictions from the pred file's last column).
+    Ner {
+        #[arg(long)]
+        gold: PathBuf,
+        #[arg(long)]
+        pred: PathBuf,
+        /// 0-based column of the gold tags (default: the last column).
+        #[arg(long)]
+        gold_column: Option<usize>,
+        /// Tag scheme: tags of another form are errors; strict mode decodes with it.
+        #[arg(long, default_value = "IOB2")]
+        scheme: String,
+        /// `default` (conlleval-like, lenient) or `strict` (only well-formed entities).
+        #[arg(long, default_value = "default")]
+        mode: String,
+        /// Print seqeval's report dictionary plus the token accuracy as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Digits in the text table.
+        #[arg(long, default_value_t = 2)]
+        digits: usize,
+    },
+}
+
+/// The seqeval mode from `--mode` and `--scheme`.
+pub(crate) fn seqeval_mode(mode: &str, scheme: &str) -> Result<Mode> {
+    match mode.to_ascii_lowercase().as_str() {
+        "default" | "none" => Ok(Mode::Default),
+        "strict" => Ok(Mode::Strict(scheme.parse::<Scheme>()?)),
+        other => bail!("unknown --mode {other:?} (default or strict)"),
+    }
+}
+
+/// Read a CoNLL file's tags from `column` (None: last), checking every tag's form against
+/// `scheme` with errors at file:line.
+pub(crate) fn read_tagged(
+    path: &Path,
+    column: Option<usize>,
+    scheme: &str,
+) -> Result<Vec<Sentence>> {
+    let data_scheme = match scheme.to_ascii_uppercase().as_str() {
+        "IOB1" => Some(TagScheme::IOB1),
+        "IOB2" | "BIO" => Some(TagScheme::IOB2),
+        "IOBES" | "BIOES" => Some(TagScheme::IOBES),
+        _ => None,
+    };
+    let opts = ConllOptions {
+        tag_column: column,
+        scheme: data_scheme,
+        keep_other_columns: false,
+    };
+    let sentences = hone_data::conll::read_token_file(path, &opts)?;
+    if data_scheme.is_none() {
+        // Schemes hone-data does not know (IOE1, IOE2, BILOU): check the prefix here.
+        let s: Scheme = scheme.parse()?;
+        let allowed: &[&str] = match s {
+            Scheme::IOE1 | Scheme::IOE2 => &["I", "E"],
+            Scheme::BILOU => &["B", "I", "L", "U"],
+            _ => &["B", "I", "E", "S"],
+        };
+        for sent in &sentences {
+            for (i, tag) in sent.tags.iter().enumerate() {
+                let ok = tag == "O"
+                    || tag
+                        .split_once('-')
+                        .is_some_and(|(p, t)| allowed.contains(&p) && !t.is_empty());
+                if !ok {
+                    bail!(
+                        "{}:{}: tag {tag:?} is not of the {s} scheme",
+                        path.display(),
+                        sent.line + i
+                    )
+                }
+            }
+        }
+    }
+    Ok(sentences)
+}
+
+/// Print an entity report as text (seqeval's table and the token accuracy) or JSON.
+pub(crate) fn print_ner_report(
+    gold: &[Vec<String>],
+    pred: &[Vec<String>],
+    mode: Mode,
+    json: bool,
+    digits: usize,
+) -> Result<()> {
+    let (report, accuracy) = entity_report(gold, pred, mode)?;
+    if json {
+        println!("{}", report_json(&report, accuracy));
+    } else {
+        print!("{}", report.to_text(digits));
+        println!("token accuracy {accuracy:.digits$}");
+    }
+    Ok(())
+}
+
+/// Gold tags, predicted tags and the mode, per sentence.
+type TagPairs = (Vec<Vec<String>>, Vec<Vec<String>>, Mode);
+
+fn score_ner(
+    gold: &Path,
+    pred: &Path,
+    gold_column: Option<usize>,
+    scheme: &str,
+    mode: &str,
+) -> Result<TagPairs> {
+    let mode = seqeval_mode(mode, scheme)?;
+    let g = read_tagged(gold, gold_column, scheme)?;
+    let p = read_tagged(pred, None, scheme)?;
+    for (i, (a, b)) in g.iter().zip(&p).enumerate() {
+        if a.tokens != b.tokens {
+            let k = a
+                .tokens
+                .iter()
+                .zip(&b.tokens)
+                .position(|(x, y)| x != y)
+                .unwrap_or(a.len().min(b.len()));
+            bail!(
+                "sentence {} differs: {}:{} has {} tokens, {}:{} has {}{}",
+                i + 1,
+                gold.display(),
+                a.line + k,
+                a.len(),
+                pred.display(),
+                b.line + k,
+                b.len(),
+                if k < a.len().min(b.len()) {
+                    format!(" (token {:?} vs {:?})", a.tokens[k], b.tokens[k])
+                } else {
+                    String::new()
+                }
+            )
+        }
+    }
+    if g.len() != p.len() {
+        bail!(
+            "{} has {} sentences but {} has {}",
+            gold.display(),
+            g.len(),
+            pred.display(),
+            p.len()
+        )
+    }
+    Ok((
+        g.into_iter().map(|s| s.tags).collect(),
+        p.into_iter().map(|s| s.tags).collect(),
+        mode,
+    ))
 }
 
 fn read_labels(path: &Path) -> Result<Vec<String>> {
@@ -79,6 +232,18 @@ pub fn run(args: ScoreArgs) -> Result<()> {
                 (Some(gi), Some(pi)) => print_report(&gi, &pi, json, digits),
                 _ => print_report(&g, &p, json, digits),
             }
+        }
+        ScoreKind::Ner {
+            gold,
+            pred,
+            gold_column,
+            scheme,
+            mode,
+            json,
+            digits,
+        } => {
+            let (g, p, mode) = score_ner(&gold, &pred, gold_column, &scheme, &mode)?;
+            print_ner_report(&g, &p, mode, json, digits)
         }
     }
 }

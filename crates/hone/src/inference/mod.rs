@@ -2,4 +2,5 @@
 
 pub mod classify;
 pub mod embed;
+pub mod generate;
 pub mod ner;

@@ -8,8 +8,7 @@ use anyhow::{anyhow, bail, Result};
 use candle_core::Device;
 use serde::Serialize;
 use tokenizers::{
-    NormalizedString, Normalizer, OffsetReferential, OffsetType, PreTokenizedString,
-    PreTokenizer,
+    NormalizedString, Normalizer, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer,
 };
 
 use crate::model::{LoadedModel, TaskModel};
@@ -64,7 +63,8 @@ impl TokenClassifier {
     pub fn load(dir: &Path, device: &Device, max_length: usize, stride: usize) -> Result<Self> {
         let model = LoadedModel::load(dir, device)?;
         let tokenizer = TextTokenizer::from_dir(dir)?;
-        Self::new(model, tokenizer, max_length, stride).map_err(|e| e.context(dir.display().to_string()))
+        Self::new(model, tokenizer, max_length, stride)
+            .map_err(|e| e.context(dir.display().to_string()))
     }
 
     /// Wrap a loaded token-classification model (labels from its config).
@@ -102,7 +102,7 @@ impl TokenClassifier {
         };
         let ws = WindowedSentences::new(&self.tokenizer, sentences, self.max_length, self.stride)?;
         let all: Vec<usize> = (0..ws.windows.len()).collect();
-        let (logits, _, _) = run_windows(
+        let run = run_windows(
             head,
             &ws,
             &all,
@@ -111,7 +111,7 @@ impl TokenClassifier {
             self.tokenizer.pad_id(),
             &self.model.device,
         )?;
-        Ok(word_predictions(&ws.merge(0..sentences.len(), &logits)))
+        Ok(word_predictions(&ws.merge(0..sentences.len(), &run.logits)))
     }
 
     /// One tag per word (`O` for a word without pieces).
@@ -128,7 +128,11 @@ impl TokenClassifier {
 
     /// Entities in raw texts: split into words (the tokenizer's normalizer and
     /// pre-tokenizer, keeping character offsets), predict per word, group words.
-    pub fn predict_entities(&self, texts: &[String], batch_size: usize) -> Result<Vec<TextEntities>> {
+    pub fn predict_entities(
+        &self,
+        texts: &[String],
+        batch_size: usize,
+    ) -> Result<Vec<TextEntities>> {
         let words: Vec<Vec<TextWord>> = texts
             .iter()
             .map(|t| split_words(&self.tokenizer, t))
@@ -162,7 +166,12 @@ pub fn split_words(tok: &TextTokenizer, text: &str) -> Result<Vec<TextWord>> {
     let mut pre = PreTokenizedString::from(normalized);
     match inner.get_pre_tokenizer() {
         Some(p) => p.pre_tokenize(&mut pre),
-        None => pre.split(|_, s| s.split(char::is_whitespace, tokenizers::SplitDelimiterBehavior::Removed)),
+        None => pre.split(|_, s| {
+            s.split(
+                char::is_whitespace,
+                tokenizers::SplitDelimiterBehavior::Removed,
+            )
+        }),
     }
     .map_err(|e| anyhow!("cannot pre-tokenize {text:?}: {e}"))?;
     let chars: Vec<char> = text.chars().collect();

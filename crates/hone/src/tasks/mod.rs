@@ -3,3 +3,4 @@
 
 pub mod classification;
 pub mod ner;
+pub mod pretrain;

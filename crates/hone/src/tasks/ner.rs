@@ -191,9 +191,7 @@ pub fn windows(pieces: &WordPieces, budget: usize, stride: usize) -> Vec<(usize,
             ns -= 1;
         }
         if ns <= s {
-            ns = (target..=e)
-                .find(|&p| pieces.is_word_start(p))
-                .unwrap_or(e);
+            ns = (target..=e).find(|&p| pieces.is_word_start(p)).unwrap_or(e);
         }
         s = ns;
     }
@@ -302,10 +300,20 @@ impl WindowedSentences {
     }
 
     /// Labels of window `w` aligned with [`Self::input_ids`] (special tokens ignored).
-    pub fn labels(&self, w: usize, word_labels: &[usize], all_pieces: Option<&[usize]>) -> Vec<i64> {
+    pub fn labels(
+        &self,
+        w: usize,
+        word_labels: &[usize],
+        all_pieces: Option<&[usize]>,
+    ) -> Vec<i64> {
         let (s, a, b) = self.windows[w];
         let mut out = vec![IGNORE; self.prefix.len()];
-        out.extend(window_labels(&self.pieces[s], word_labels, (a, b), all_pieces));
+        out.extend(window_labels(
+            &self.pieces[s],
+            word_labels,
+            (a, b),
+            all_pieces,
+        ));
         out.extend(std::iter::repeat_n(IGNORE, self.suffix.len()));
         out
     }
@@ -329,8 +337,10 @@ impl WindowedSentences {
         sentences
             .map(|s| {
                 let ws = by_sentence.get(&s).map(Vec::as_slice).unwrap_or(&[]);
-                let ranges: Vec<(usize, usize)> =
-                    ws.iter().map(|&w| (self.windows[w].1, self.windows[w].2)).collect();
+                let ranges: Vec<(usize, usize)> = ws
+                    .iter()
+                    .map(|&w| (self.windows[w].1, self.windows[w].2))
+                    .collect();
                 self.pieces[s]
                     .first_piece
                     .iter()
@@ -346,9 +356,19 @@ impl WindowedSentences {
     }
 }
 
-/// Run the head over windows `which` in length-sorted batches: logits per window (rows of
-/// its input ids; other windows get an empty list), and, with labels, the summed loss and
-/// the number of labelled pieces.
+/// What [`run_windows`] computes.
+#[derive(Debug, Clone, Default)]
+pub struct WindowRun {
+    /// Per window, one row of logits per input id (empty for windows not run).
+    pub logits: Vec<Vec<Vec<f32>>>,
+    /// Loss summed over labelled pieces (0 without labels).
+    pub loss_sum: f64,
+    /// Number of labelled pieces.
+    pub n_labelled: usize,
+}
+
+/// Run the head over windows `which` in length-sorted batches: logits per window and, with
+/// labels, the summed loss over the labelled pieces.
 pub fn run_windows(
     head: &BertForTokenClassification,
     ws: &WindowedSentences,
@@ -357,7 +377,7 @@ pub fn run_windows(
     batch_size: usize,
     pad_id: u32,
     device: &Device,
-) -> Result<(Vec<Vec<Vec<f32>>>, f64, usize)> {
+) -> Result<WindowRun> {
     let mut ids: Vec<Vec<u32>> = vec![Vec::new(); ws.windows.len()];
     for &w in which {
         ids[w] = ws.input_ids(w);
@@ -392,7 +412,11 @@ pub fn run_windows(
             out[w] = rows.into_iter().take(ids[w].len()).collect();
         }
     }
-    Ok((out, loss_sum, n_labelled))
+    Ok(WindowRun {
+        logits: out,
+        loss_sum,
+        n_labelled,
+    })
 }
 
 /// Labels padded with [`IGNORE`] to `[B, t]`.
@@ -608,10 +632,8 @@ impl NerTask {
                 for &i in &order[..n_valid] {
                     is_valid[i] = true;
                 }
-                let (v, t): (Vec<_>, Vec<_>) = train
-                    .drain(..)
-                    .enumerate()
-                    .partition(|(i, _)| is_valid[*i]);
+                let (v, t): (Vec<_>, Vec<_>) =
+                    train.drain(..).enumerate().partition(|(i, _)| is_valid[*i]);
                 train = t.into_iter().map(|(_, s)| s).collect();
                 (
                     v.into_iter().map(|(_, s)| s).collect(),
@@ -726,7 +748,7 @@ impl NerTask {
             self.valid
                 .labels(w, &self.valid_label_ids[s], self.b_to_i.as_deref())
         };
-        let (logits, loss_sum, n_labelled) = run_windows(
+        let run = run_windows(
             head,
             &self.valid,
             &which,
@@ -735,11 +757,11 @@ impl NerTask {
             self.tokenizer.pad_id(),
             &self.device,
         )?;
-        let merged = self.valid.merge(0..n, &logits);
+        let merged = self.valid.merge(0..n, &run.logits);
         let preds = word_predictions(&merged);
         Ok((
             tags_of(&preds, &self.labels),
-            loss_sum / n_labelled.max(1) as f64,
+            run.loss_sum / run.n_labelled.max(1) as f64,
         ))
     }
 }
