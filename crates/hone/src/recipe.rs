@@ -102,6 +102,7 @@ mod tests {
                 "learning_rate=5e-5".into(),
                 "data.train_file=a b.tsv".into(),
                 "seed=7".into(),
+                "max_steps=9".into(),
             ],
         )
         .unwrap();

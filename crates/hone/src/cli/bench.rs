@@ -9,7 +9,9 @@ use rand::{Rng, SeedableRng};
 use hone::model::loading::{ModelDir, Task};
 use hone::model::{LoadedModel, ProblemType, TaskModel};
 use hone::ops::CrossEntropyOptions;
-use hone::training::optim::{clip_grad_norm, select_params, AdamW, AdamWConfig, NoDecayRule, Optimizer};
+use hone::training::optim::{
+    clip_grad_norm, select_params, AdamW, AdamWConfig, NoDecayRule, Optimizer,
+};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Mode {
@@ -46,24 +48,38 @@ pub struct BenchArgs {
 /// time, tokens/s and achieved TFLOP/s (6 N T for training, 2 N T for inference).
 pub fn run(args: BenchArgs) -> Result<()> {
     if args.precision != "fp32" {
-        bail!("precision {} is not available in this build; use fp32", args.precision)
+        bail!(
+            "precision {} is not available in this build; use fp32",
+            args.precision
+        )
     }
     let device = hone::device_from_str(&args.device)?;
     let dir = ModelDir::open(&args.model)?;
-    let task = Task::SequenceClassification { id2label: vec!["0".into(), "1".into()], problem: ProblemType::SingleLabel };
+    let task = Task::SequenceClassification {
+        id2label: vec!["0".into(), "1".into()],
+        problem: ProblemType::SingleLabel,
+    };
     let model = LoadedModel::load_for_task(&dir, task, &device, 0)?;
-    let TaskModel::SequenceClassification(head) = &model.model else { unreachable!() };
+    let TaskModel::SequenceClassification(head) = &model.model else {
+        unreachable!()
+    };
     let vocab = match &model.config.arch {
         hone::model::ArchConfig::Bert(c) => c.vocab_size,
         _ => bail!("bench supports BERT-family models"),
     };
     let (b, t) = (args.batch_size, args.seq_len);
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-    let ids: Vec<u32> = (0..b * t).map(|_| rng.gen_range(1000..vocab as u32)).collect();
+    let ids: Vec<u32> = (0..b * t)
+        .map(|_| rng.gen_range(1000..vocab as u32))
+        .collect();
     let ids = Tensor::from_vec(ids, (b, t), &device)?;
     let types = ids.zeros_like()?;
     let mask = ids.ones_like()?;
-    let labels = Tensor::from_vec((0..b).map(|i| (i % 2) as i64).collect::<Vec<_>>(), b, &device)?;
+    let labels = Tensor::from_vec(
+        (0..b).map(|i| (i % 2) as i64).collect::<Vec<_>>(),
+        b,
+        &device,
+    )?;
     let params = select_params(model.params.params(), &NoDecayRule::default(), &[])?;
     let mut opt = AdamW::new(params, AdamWConfig::default())?;
     let mut times = Vec::new();
@@ -92,7 +108,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let median = times[times.len() / 2];
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     let n_params = model.num_parameters() as f64;
-    let flops_per_token = if matches!(args.mode, Mode::Train) { 6.0 } else { 2.0 } * n_params;
+    let flops_per_token = if matches!(args.mode, Mode::Train) {
+        6.0
+    } else {
+        2.0
+    } * n_params;
     let tokens = (b * t) as f64;
     println!(
         "{}",

@@ -154,11 +154,25 @@ pub(super) struct LayerNorm {
     pub eps: f32,
 }
 
-/// Mean and 1/std of one row, two-pass for accuracy.
+/// Mean and 1/std of one row, two-pass for accuracy (eight partial sums, so it vectorises).
+#[inline(always)]
 fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
     let n = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / n;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let mean = sum8(x) / n;
+    let mut acc = [0f32; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for i in 0..8 {
+            let d = c[i] - mean;
+            acc[i] += d * d;
+        }
+    }
+    let tail: f32 = chunks
+        .remainder()
+        .iter()
+        .map(|v| (v - mean) * (v - mean))
+        .sum();
+    let var = (acc.iter().sum::<f32>() + tail) / n;
     (mean, 1.0 / (var + eps).sqrt())
 }
 
@@ -189,12 +203,17 @@ impl CustomOp3 for LayerNorm {
         }
         let mut y = vec![0f32; x.len()];
         let eps = self.eps;
-        y.par_chunks_mut(n).zip(x.par_chunks(n)).for_each(|(y, x)| {
-            let (mean, rstd) = row_stats(x, eps);
-            for i in 0..n {
-                y[i] = (x[i] - mean) * rstd * w[i] + b[i];
-            }
-        });
+        let chunk_rows = (ELEMWISE_CHUNK / n).max(1);
+        y.par_chunks_mut(n * chunk_rows)
+            .zip(x.par_chunks(n * chunk_rows))
+            .for_each(|(y, x)| {
+                simd_dispatch!(for (y, x) in y.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
+                    let (mean, rstd) = row_stats(x, eps);
+                    for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
+                        *y = (x - mean) * rstd * w + b;
+                    }
+                })
+            });
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -245,23 +264,36 @@ fn layer_norm_backward(
             let mut dw = vec![0f32; n];
             let mut db = vec![0f32; n];
             let mut xhat = vec![0f32; n];
-            for ((dx, x), dy) in dx.chunks_mut(n).zip(x.chunks(n)).zip(dy.chunks(n)) {
-                let (mean, rstd) = row_stats(x, eps);
-                let mut sum_g = 0f32;
-                let mut sum_gx = 0f32;
-                for i in 0..n {
-                    xhat[i] = (x[i] - mean) * rstd;
-                    let g = dy[i] * w[i];
-                    sum_g += g;
-                    sum_gx += g * xhat[i];
-                    dw[i] += dy[i] * xhat[i];
-                    db[i] += dy[i];
+            simd_dispatch!(
+                for ((dx, x), dy) in dx.chunks_mut(n).zip(x.chunks(n)).zip(dy.chunks(n)) {
+                    let (mean, rstd) = row_stats(x, eps);
+                    for i in 0..n {
+                        xhat[i] = (x[i] - mean) * rstd;
+                        dw[i] += dy[i] * xhat[i];
+                        db[i] += dy[i];
+                    }
+                    // g = dy * w, reduced with eight partial sums.
+                    let (mut sg, mut sgx) = ([0f32; 8], [0f32; 8]);
+                    let full = n / 8 * 8;
+                    for c in (0..full).step_by(8) {
+                        for j in 0..8 {
+                            let g = dy[c + j] * w[c + j];
+                            sg[j] += g;
+                            sgx[j] += g * xhat[c + j];
+                        }
+                    }
+                    let (mut sum_g, mut sum_gx) = (sg.iter().sum::<f32>(), sgx.iter().sum::<f32>());
+                    for i in full..n {
+                        let g = dy[i] * w[i];
+                        sum_g += g;
+                        sum_gx += g * xhat[i];
+                    }
+                    let (mg, mgx) = (sum_g / n as f32, sum_gx / n as f32);
+                    for i in 0..n {
+                        dx[i] = rstd * (dy[i] * w[i] - mg - xhat[i] * mgx);
+                    }
                 }
-                let (mg, mgx) = (sum_g / n as f32, sum_gx / n as f32);
-                for i in 0..n {
-                    dx[i] = rstd * (dy[i] * w[i] - mg - xhat[i] * mgx);
-                }
-            }
+            );
             (dw, db)
         })
         .collect();
@@ -462,6 +494,106 @@ impl CustomOp1 for Gelu {
 }
 
 // ----------------------------------------------------------------------------------------
+// Residual add after dropout: y = x + h * keep
+
+/// `x + h * keep` element-wise; `keep` (no gradient) is the dropout keep-mask.
+pub(super) struct ResidualAdd {
+    pub keep: Option<Tensor>,
+}
+
+impl CustomOp2 for ResidualAdd {
+    fn name(&self) -> &'static str {
+        "hone-residual-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        hs: &CpuStorage,
+        hl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(xs, xl, self.name())?;
+        let h = f32_slice(hs, hl, self.name())?;
+        if x.len() != h.len() {
+            bail!(
+                "hone-residual-add: {:?} and {:?} differ",
+                xl.shape(),
+                hl.shape()
+            )
+        }
+        let mut y = vec![0f32; x.len()];
+        let mut run = |keep: Option<&[f32]>| {
+            y.par_chunks_mut(ELEMWISE_CHUNK)
+                .enumerate()
+                .for_each(|(c, y)| {
+                    let r = c * ELEMWISE_CHUNK..c * ELEMWISE_CHUNK + y.len();
+                    let (x, h) = (&x[r.clone()], &h[r.clone()]);
+                    simd_dispatch!(match keep {
+                        Some(k) => {
+                            for (((y, &x), &h), &k) in y.iter_mut().zip(x).zip(h).zip(&k[r]) {
+                                *y = x + h * k;
+                            }
+                        }
+                        None => {
+                            for ((y, &x), &h) in y.iter_mut().zip(x).zip(h) {
+                                *y = x + h;
+                            }
+                        }
+                    })
+                });
+        };
+        match &self.keep {
+            Some(k) => with_f32(k, |k| {
+                if k.len() != x.len() {
+                    bail!(
+                        "hone-residual-add: mask has {} elements, not {}",
+                        k.len(),
+                        x.len()
+                    )
+                }
+                run(Some(k));
+                Ok(())
+            })?,
+            None => run(None),
+        }
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        h: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dh = match &self.keep {
+            None => dy.clone(),
+            Some(k) => {
+                let dh = with_f32(dy, |dy| {
+                    with_f32(k, |k| {
+                        let mut dh = vec![0f32; dy.len()];
+                        dh.par_chunks_mut(ELEMWISE_CHUNK)
+                            .zip(
+                                dy.par_chunks(ELEMWISE_CHUNK)
+                                    .zip(k.par_chunks(ELEMWISE_CHUNK)),
+                            )
+                            .for_each(|(dh, (dy, k))| {
+                                simd_dispatch!(for ((dh, &g), &k) in dh.iter_mut().zip(dy).zip(k) {
+                                    *dh = g * k;
+                                })
+                            });
+                        Ok(dh)
+                    })
+                })?;
+                cpu_tensor(dh, h.shape())?
+            }
+        };
+        Ok((Some(dy.clone()), Some(dh)))
+    }
+}
+
+// ----------------------------------------------------------------------------------------
 // Linear: y = x W^T + b in one GEMM that starts from the bias
 
 /// `x [N, in]` times the weight (`[out, in]`, or `[in, out]` when `transposed`) plus an
@@ -492,15 +624,23 @@ impl Linear {
         let (CpuStorage::F32(x), CpuStorage::F32(w)) = (xs, ws) else {
             bail!("hone-linear: expected f32 inputs")
         };
-        let (n, k) = xl.shape().dims2()?;
+        // Leading dimensions fold into rows; beyond 2-d the input must be contiguous.
+        let dims = xl.shape().dims();
+        let (n, k, xrs, xcs) = match (dims, xl.stride()) {
+            ([n, k], [rs, cs]) => (*n, *k, *rs, *cs),
+            ([.., k], _) if dims.len() > 2 && xl.is_contiguous() => {
+                (xl.shape().elem_count() / (*k).max(1), *k, *k, 1)
+            }
+            _ => bail!(
+                "hone-linear: input must be 2-d or contiguous, got {:?}",
+                xl.shape()
+            ),
+        };
         let (w0, w1) = wl.shape().dims2()?;
         let (out, wk) = if self.transposed { (w1, w0) } else { (w0, w1) };
         if wk != k {
             bail!("hone-linear: input has {k} features, the weight expects {wk}")
         }
-        let [xrs, xcs] = xl.stride() else {
-            bail!("hone-linear: input must be 2-d")
-        };
         let [wrs, wcs] = wl.stride() else {
             bail!("hone-linear: weight must be 2-d")
         };
@@ -526,39 +666,118 @@ impl Linear {
         if n > 0 && out > 0 {
             // SAFETY: the strides and sizes describe memory inside `x`, `w` and `y`.
             unsafe {
-                gemm::gemm(
-                    n,
-                    out,
-                    k,
-                    y.as_mut_ptr(),
-                    1,
-                    out as isize,
-                    bias.is_some(),
-                    x[xl.start_offset()..].as_ptr(),
-                    *xcs as isize,
-                    *xrs as isize,
-                    w[wl.start_offset()..].as_ptr(),
-                    rcs as isize,
-                    rrs as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm_parallelism(n, out, k),
+                par_gemm(
+                    (n, out, k),
+                    (y.as_mut_ptr(), out, bias.is_some()),
+                    (x[xl.start_offset()..].as_ptr(), xrs, xcs),
+                    (w[wl.start_offset()..].as_ptr(), rrs, rcs),
                 )
             }
         }
-        Ok((CpuStorage::F32(y), Shape::from((n, out))))
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("rank >= 2") = out;
+        Ok((CpuStorage::F32(y), Shape::from(out_dims)))
     }
 
+    /// `dx = dy R^T` and the weight's gradient (`dy^T x`, or `x^T dy` when stored
+    /// transposed), each one GEMM over strided operands: no transposed copies.
     fn grads(&self, x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
-        if self.transposed {
-            Ok((dy.matmul(&w.t()?)?, x.t()?.matmul(dy)?))
-        } else {
-            Ok((dy.matmul(w)?, dy.t()?.matmul(x)?))
-        }
+        let k = x.dim(candle_core::D::Minus1)?;
+        let n = x.elem_count() / k.max(1);
+        let (w0, w1) = w.dims2()?;
+        let out = if self.transposed { w1 } else { w0 };
+        let (dx, dw) = with_f32(x, |x| {
+            with_f32(w, |w| {
+                with_f32(dy, |dy| {
+                    let mut dx = vec![0f32; n * k];
+                    let mut dw = vec![0f32; out * k];
+                    if n > 0 && out > 0 && k > 0 {
+                        // R^T is [out, k]: W itself, or W^T when stored [k, out].
+                        let (rt_rs, rt_cs) = if self.transposed { (1, out) } else { (k, 1) };
+                        // SAFETY: all operands are contiguous buffers of the sizes given.
+                        unsafe {
+                            par_gemm(
+                                (n, k, out),
+                                (dx.as_mut_ptr(), k, false),
+                                (dy.as_ptr(), out, 1),
+                                (w.as_ptr(), rt_rs, rt_cs),
+                            );
+                            if self.transposed {
+                                // dW [k, out] = x^T dy
+                                par_gemm(
+                                    (k, out, n),
+                                    (dw.as_mut_ptr(), out, false),
+                                    (x.as_ptr(), 1, k),
+                                    (dy.as_ptr(), out, 1),
+                                );
+                            } else {
+                                // dW [out, k] = dy^T x
+                                par_gemm(
+                                    (out, k, n),
+                                    (dw.as_mut_ptr(), k, false),
+                                    (dy.as_ptr(), 1, out),
+                                    (x.as_ptr(), k, 1),
+                                );
+                            }
+                        }
+                    }
+                    Ok((dx, dw))
+                })
+            })
+        })?;
+        Ok((cpu_tensor(dx, x.shape())?, cpu_tensor(dw, w.shape())?))
     }
+}
+
+/// `dst[m, n] (+)= lhs[m, k] * rhs[k, n]` with the pool's threads; strides as (row, column).
+/// gemm splits the output, never the sum over `k`, so the result does not depend on the
+/// number of threads or their scheduling.
+unsafe fn par_gemm(
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_rs, accumulate): (*mut f32, usize, bool),
+    (lhs, lhs_rs, lhs_cs): (*const f32, usize, usize),
+    (rhs, rhs_rs, rhs_cs): (*const f32, usize, usize),
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        lhs,
+        lhs_cs as isize,
+        lhs_rs as isize,
+        rhs,
+        rhs_cs as isize,
+        rhs_rs as isize,
+        if accumulate { 1.0 } else { 0.0 },
+        1.0,
+        false,
+        false,
+        false,
+        gemm_parallelism(m, n, k),
+    )
+}
+
+/// Column sums of a row-major `[rows, cols]` matrix (the bias gradient), parallel over
+/// blocks of columns; each column is summed in row order, so the result is deterministic.
+pub(super) fn column_sums(x: &[f32], cols: usize) -> Vec<f32> {
+    const BLOCK: usize = 64;
+    let mut out = vec![0f32; cols];
+    if cols == 0 {
+        return out;
+    }
+    out.par_chunks_mut(BLOCK).enumerate().for_each(|(bi, acc)| {
+        let (c0, w) = (bi * BLOCK, acc.len());
+        simd_dispatch!(for row in x.chunks_exact(cols) {
+            for (a, &v) in acc.iter_mut().zip(&row[c0..c0 + w]) {
+                *a += v;
+            }
+        })
+    });
+    out
 }
 
 impl CustomOp2 for Linear {
@@ -615,7 +834,9 @@ impl CustomOp3 for Linear {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (dx, dw) = self.grads(x, w, dy)?;
-        Ok((Some(dx), Some(dw), Some(dy.sum(0)?)))
+        let out = dw.dim(if self.transposed { 1 } else { 0 })?;
+        let db = with_f32(dy, |dy| Ok(column_sums(dy, out)))?;
+        Ok((Some(dx), Some(dw), Some(cpu_tensor(db, &Shape::from(out))?)))
     }
 }
 
@@ -733,11 +954,24 @@ unsafe fn small_gemm(
 /// Fused attention over `q [B, H, Tq, D]`, `k`/`v` `[B, H, Tk, D]` (any strides). The output
 /// is stored `[B, Tq, H, D]`, the layout the output projection reads. `mask` (additive) and
 /// `dropout` (multiplicative, already scaled) are broadcast to `[B, H, Tq, Tk]`; neither
-/// receives a gradient.
+/// receives a gradient. `input` says how q, k and v arrive (and so the gradients' layout).
 pub(super) struct Attention {
     pub scale: f32,
     pub mask: Option<Tensor>,
     pub dropout: Option<Tensor>,
+    pub input: QkvInput,
+}
+
+/// How the fused attention op receives q, k and v.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum QkvInput {
+    /// Three `[B, H, T, D]` tensors, any strides; gradients come back contiguous.
+    Heads,
+    /// Three `[B, T, H * D]` tensors (the projections' output, heads not split); the
+    /// gradients come back `[B, T, H * D]`, so neither a split nor a merge is needed.
+    Merged { heads: usize },
+    /// One `[B, T, 3 * H * D]` tensor holding q, k and v side by side (GPT-2's `c_attn`).
+    Packed { heads: usize },
 }
 
 struct Dims {
@@ -748,6 +982,38 @@ struct Dims {
     d: usize,
 }
 
+/// Where one input's gradient goes: element (b, h, i, 0) lives at
+/// `ptr + b * bs + h * hs + i * rs`, and the `d` values of a row are contiguous.
+#[derive(Clone, Copy)]
+struct Dst {
+    ptr: SendPtr,
+    bs: usize,
+    hs: usize,
+    rs: usize,
+}
+
+impl Dst {
+    fn at(&self, b: usize, h: usize) -> *mut f32 {
+        // SAFETY (of the callers' writes): offsets stay inside the buffer the Dst describes.
+        unsafe { self.ptr.get().add(b * self.bs + h * self.hs) }
+    }
+}
+
+/// A `[B, T, H * D]` layout (columns from `col` on) seen as `[B, H, T, D]`.
+fn split_view<'a>(s: &'a CpuStorage, l: &Layout, d: usize, col: usize) -> Result<View4<'a>> {
+    let CpuStorage::F32(data) = s else {
+        bail!("hone-attention: expected f32 storage, got {:?}", s.dtype())
+    };
+    let [s0, s1, s2] = l.stride() else {
+        bail!("hone-attention: expected a 3-d tensor, got {:?}", l.shape())
+    };
+    Ok(View4 {
+        data,
+        offset: l.start_offset() + col * s2,
+        stride: [*s0, d * s2, *s1, *s2],
+    })
+}
+
 impl Attention {
     fn dims(&self, ql: &Shape, kl: &Shape, vl: &Shape) -> Result<Dims> {
         let (b, h, tq, d) = ql.dims4()?;
@@ -756,6 +1022,37 @@ impl Attention {
             bail!("hone-attention: q {ql:?}, k {kl:?}, v {vl:?} do not match")
         }
         Ok(Dims { b, h, tq, tk, d })
+    }
+
+    /// Dimensions for `[B, T, H * D]` inputs split into `heads`.
+    fn merged_dims(heads: usize, ql: &Shape, kl: &Shape, vl: &Shape) -> Result<Dims> {
+        let (b, tq, hd) = ql.dims3()?;
+        let (kb, tk, khd) = kl.dims3()?;
+        if heads == 0 || hd % heads != 0 || (kb, khd) != (b, hd) || vl.dims3()? != (b, tk, hd) {
+            bail!("hone-attention: q {ql:?}, k {kl:?}, v {vl:?} do not split into {heads} heads")
+        }
+        Ok(Dims {
+            b,
+            h: heads,
+            tq,
+            tk,
+            d: hd / heads,
+        })
+    }
+
+    /// Dimensions for one packed `[B, T, 3 * H * D]` input.
+    fn packed_dims(heads: usize, l: &Shape) -> Result<Dims> {
+        let (b, t, w) = l.dims3()?;
+        if heads == 0 || w % (3 * heads) != 0 {
+            bail!("hone-attention: packed qkv {l:?} does not split into 3 x {heads} heads")
+        }
+        Ok(Dims {
+            b,
+            h: heads,
+            tq: t,
+            tk: t,
+            d: w / (3 * heads),
+        })
     }
 
     /// Scores of one (batch, head) into `p`, turned into probabilities row by row.
@@ -825,24 +1122,9 @@ impl Attention {
     }
 }
 
-impl CustomOp3 for Attention {
-    fn name(&self) -> &'static str {
-        "hone-attention"
-    }
-
-    fn cpu_fwd(
-        &self,
-        qs: &CpuStorage,
-        ql: &Layout,
-        ks: &CpuStorage,
-        kl: &Layout,
-        vs: &CpuStorage,
-        vl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let dm = self.dims(ql.shape(), kl.shape(), vl.shape())?;
-        let q = View4::new(qs, ql, "attention q")?;
-        let k = View4::new(ks, kl, "attention k")?;
-        let v = View4::new(vs, vl, "attention v")?;
+impl Attention {
+    /// The forward pass over views of q, k and v; returns `[B, Tq, H, D]` contiguous.
+    fn run_forward(&self, dm: &Dims, q: &View4, k: &View4, v: &View4) -> Result<Vec<f32>> {
         let (b, h, tq, tk, d) = (dm.b, dm.h, dm.tq, dm.tk, dm.d);
         let mut out = vec![0f32; b * tq * h * d];
         let out_ptr = SendPtr(out.as_mut_ptr());
@@ -852,9 +1134,9 @@ impl CustomOp3 for Attention {
                     || vec![0f32; tq * tk],
                     |p, bh| {
                         let (bi, hi) = (bh / h, bh % h);
-                        self.probs(&dm, &q, &k, mask.as_ref(), bi, hi, p);
+                        self.probs(dm, q, k, mask.as_ref(), bi, hi, p);
                         if let Some(drop) = &drop {
-                            Self::apply_dropout(&dm, drop, bi, hi, p);
+                            Self::apply_dropout(dm, drop, bi, hi, p);
                         }
                         // SAFETY: (bi, hi) owns the rows [bi, :, hi, :] of the output.
                         unsafe {
@@ -877,7 +1159,159 @@ impl CustomOp3 for Attention {
                 Ok(())
             })
         })?;
-        Ok((CpuStorage::F32(out), Shape::from((b, tq, h, d))))
+        Ok(out)
+    }
+
+    /// The backward pass: `dy` is `[B, Tq, H, D]` contiguous; dQ, dK and dV are written
+    /// through `dst` (each (batch, head) owns disjoint rows of them).
+    #[allow(clippy::too_many_arguments)]
+    fn run_backward(
+        &self,
+        dm: &Dims,
+        qv: &View4,
+        kv: &View4,
+        vv: &View4,
+        dy: &[f32],
+        dst: [Dst; 3],
+    ) -> Result<()> {
+        let (h, tq, tk, d) = (dm.h, dm.tq, dm.tk, dm.d);
+        with_opt_view4(self.mask.as_ref(), "attention mask", |mask| {
+            with_opt_view4(self.dropout.as_ref(), "attention dropout", |drop| {
+                (0..dm.b * h).into_par_iter().for_each_init(
+                    || (vec![0f32; tq * tk], vec![0f32; tq * tk]),
+                    |(p, dp), bh| {
+                        let (bi, hi) = (bh / h, bh % h);
+                        self.probs(dm, qv, kv, mask.as_ref(), bi, hi, p);
+                        let dy0 = dy[bi * tq * h * d + hi * d..].as_ptr();
+                        // dP' = dO V^T
+                        // SAFETY: all pointers stay inside their buffers; task (bi, hi)
+                        // owns its rows of dq, dk and dv.
+                        unsafe {
+                            small_gemm(
+                                tq,
+                                tk,
+                                d,
+                                dp.as_mut_ptr(),
+                                tk,
+                                dy0,
+                                h * d,
+                                1,
+                                vv.at(bi, hi),
+                                vv.stride[3],
+                                vv.stride[2],
+                            )
+                        }
+                        if let Some(drop) = &drop {
+                            // dP = dP' * M; P' = P * M for dV, kept in dp's place after dS
+                            // is formed below.
+                            Self::apply_dropout(dm, drop, bi, hi, dp);
+                        }
+                        // dS = P * (dP - rowsum(dP * P)) * scale, into dp.
+                        let scale = self.scale;
+                        simd_dispatch!(for (pr, dr) in
+                            p.chunks_exact(tk).zip(dp.chunks_exact_mut(tk))
+                        {
+                            let dot = dot8(pr, dr);
+                            for (g, &pv) in dr.iter_mut().zip(pr) {
+                                *g = pv * (*g - dot) * scale;
+                            }
+                        });
+                        if let Some(drop) = &drop {
+                            Self::apply_dropout(dm, drop, bi, hi, p);
+                        }
+                        let (q0, k0) = (qv.at(bi, hi), kv.at(bi, hi));
+                        let [dq, dk, dv] = dst;
+                        unsafe {
+                            // dV = P'^T dO
+                            small_gemm(
+                                tk,
+                                d,
+                                tq,
+                                dv.at(bi, hi),
+                                dv.rs,
+                                p.as_ptr(),
+                                1,
+                                tk,
+                                dy0,
+                                h * d,
+                                1,
+                            );
+                            // dQ = dS K
+                            small_gemm(
+                                tq,
+                                d,
+                                tk,
+                                dq.at(bi, hi),
+                                dq.rs,
+                                dp.as_ptr(),
+                                tk,
+                                1,
+                                k0,
+                                kv.stride[2],
+                                kv.stride[3],
+                            );
+                            // dK = dS^T Q
+                            small_gemm(
+                                tk,
+                                d,
+                                tq,
+                                dk.at(bi, hi),
+                                dk.rs,
+                                dp.as_ptr(),
+                                1,
+                                tk,
+                                q0,
+                                qv.stride[2],
+                                qv.stride[3],
+                            );
+                        }
+                    },
+                );
+                Ok(())
+            })
+        })
+    }
+}
+
+impl CustomOp3 for Attention {
+    fn name(&self) -> &'static str {
+        "hone-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        qs: &CpuStorage,
+        ql: &Layout,
+        ks: &CpuStorage,
+        kl: &Layout,
+        vs: &CpuStorage,
+        vl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (dm, q, k, v) = match self.input {
+            QkvInput::Heads => (
+                self.dims(ql.shape(), kl.shape(), vl.shape())?,
+                View4::new(qs, ql, "attention q")?,
+                View4::new(ks, kl, "attention k")?,
+                View4::new(vs, vl, "attention v")?,
+            ),
+            QkvInput::Merged { heads } => {
+                let dm = Self::merged_dims(heads, ql.shape(), kl.shape(), vl.shape())?;
+                let d = dm.d;
+                (
+                    dm,
+                    split_view(qs, ql, d, 0)?,
+                    split_view(ks, kl, d, 0)?,
+                    split_view(vs, vl, d, 0)?,
+                )
+            }
+            QkvInput::Packed { .. } => bail!("hone-attention: packed qkv is a one-input op"),
+        };
+        let out = self.run_forward(&dm, &q, &k, &v)?;
+        let shape = match self.input {
+            QkvInput::Heads => Shape::from((dm.b, dm.tq, dm.h, dm.d)),
+            _ => Shape::from((dm.b, dm.tq, dm.h * dm.d)),
+        };
+        Ok((CpuStorage::F32(out), shape))
     }
 
     fn bwd(
@@ -888,122 +1322,109 @@ impl CustomOp3 for Attention {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dm = self.dims(q.shape(), k.shape(), v.shape())?;
+        let merged = match self.input {
+            QkvInput::Heads => None,
+            QkvInput::Merged { heads } => Some(heads),
+            QkvInput::Packed { .. } => bail!("hone-attention: packed qkv is a one-input op"),
+        };
+        let dm = match merged {
+            None => self.dims(q.shape(), k.shape(), v.shape())?,
+            Some(heads) => Self::merged_dims(heads, q.shape(), k.shape(), v.shape())?,
+        };
         let (b, h, tq, tk, d) = (dm.b, dm.h, dm.tq, dm.tk, dm.d);
         let mut dq = vec![0f32; b * h * tq * d];
         let mut dk = vec![0f32; b * h * tk * d];
         let mut dv = vec![0f32; b * h * tk * d];
-        let ptrs = (
-            SendPtr(dq.as_mut_ptr()),
-            SendPtr(dk.as_mut_ptr()),
-            SendPtr(dv.as_mut_ptr()),
-        );
+        // [B, H, T, D] gradients for split heads, [B, T, H * D] for merged ones.
+        let dst = |buf: &mut Vec<f32>, t: usize| match merged {
+            None => Dst {
+                ptr: SendPtr(buf.as_mut_ptr()),
+                bs: h * t * d,
+                hs: t * d,
+                rs: d,
+            },
+            Some(_) => Dst {
+                ptr: SendPtr(buf.as_mut_ptr()),
+                bs: t * h * d,
+                hs: d,
+                rs: h * d,
+            },
+        };
+        let dsts = [dst(&mut dq, tq), dst(&mut dk, tk), dst(&mut dv, tk)];
+        let view = |t: &Tensor, what: &str, f: &mut dyn FnMut(View4) -> Result<()>| {
+            let (storage, layout) = t.storage_and_layout();
+            match (&*storage, merged) {
+                (Storage::Cpu(s), None) => f(View4::new(s, layout, what)?),
+                (Storage::Cpu(s), Some(_)) => f(split_view(s, layout, d, 0)?),
+                _ => bail!("{what}: fused CPU op called on a non-CPU tensor"),
+            }
+        };
         with_f32(dy, |dy| {
-            with_view4(q, "attention q", |qv| {
-                with_view4(k, "attention k", |kv| {
-                    with_view4(v, "attention v", |vv| {
-                        with_opt_view4(self.mask.as_ref(), "attention mask", |mask| {
-                            with_opt_view4(self.dropout.as_ref(), "attention dropout", |drop| {
-                                (0..b * h).into_par_iter().for_each_init(
-                                    || (vec![0f32; tq * tk], vec![0f32; tq * tk]),
-                                    |(p, dp), bh| {
-                                        let (bi, hi) = (bh / h, bh % h);
-                                        self.probs(&dm, &qv, &kv, mask.as_ref(), bi, hi, p);
-                                        let dy0 = dy[bi * tq * h * d + hi * d..].as_ptr();
-                                        // dP' = dO V^T
-                                        // SAFETY: all pointers stay inside their buffers;
-                                        // task (bi, hi) owns its slices of dq, dk, dv.
-                                        unsafe {
-                                            small_gemm(
-                                                tq,
-                                                tk,
-                                                d,
-                                                dp.as_mut_ptr(),
-                                                tk,
-                                                dy0,
-                                                h * d,
-                                                1,
-                                                vv.at(bi, hi),
-                                                vv.stride[3],
-                                                vv.stride[2],
-                                            )
-                                        }
-                                        if let Some(drop) = &drop {
-                                            // dP = dP' * M; P' = P * M for dV, kept in dp's
-                                            // place after dS is formed below.
-                                            Self::apply_dropout(&dm, drop, bi, hi, dp);
-                                        }
-                                        // dS = P * (dP - rowsum(dP * P)) * scale, into dp.
-                                        let scale = self.scale;
-                                        simd_dispatch!(for (pr, dr) in
-                                            p.chunks_exact(tk).zip(dp.chunks_exact_mut(tk))
-                                        {
-                                            let dot = dot8(pr, dr);
-                                            for (g, &pv) in dr.iter_mut().zip(pr) {
-                                                *g = pv * (*g - dot) * scale;
-                                            }
-                                        });
-                                        if let Some(drop) = &drop {
-                                            Self::apply_dropout(&dm, drop, bi, hi, p);
-                                        }
-                                        let (q0, k0) = (qv.at(bi, hi), kv.at(bi, hi));
-                                        unsafe {
-                                            // dV = P'^T dO
-                                            small_gemm(
-                                                tk,
-                                                d,
-                                                tq,
-                                                ptrs.2.get().add(bh * tk * d),
-                                                d,
-                                                p.as_ptr(),
-                                                1,
-                                                tk,
-                                                dy0,
-                                                h * d,
-                                                1,
-                                            );
-                                            // dQ = dS K
-                                            small_gemm(
-                                                tq,
-                                                d,
-                                                tk,
-                                                ptrs.0.get().add(bh * tq * d),
-                                                d,
-                                                dp.as_ptr(),
-                                                tk,
-                                                1,
-                                                k0,
-                                                kv.stride[2],
-                                                kv.stride[3],
-                                            );
-                                            // dK = dS^T Q
-                                            small_gemm(
-                                                tk,
-                                                d,
-                                                tq,
-                                                ptrs.1.get().add(bh * tk * d),
-                                                d,
-                                                dp.as_ptr(),
-                                                1,
-                                                tk,
-                                                q0,
-                                                qv.stride[2],
-                                                qv.stride[3],
-                                            );
-                                        }
-                                    },
-                                );
-                                Ok(())
-                            })
-                        })
+            view(q, "attention q", &mut |qv| {
+                view(k, "attention k", &mut |kv| {
+                    view(v, "attention v", &mut |vv| {
+                        self.run_backward(&dm, &qv, &kv, &vv, dy, dsts)
                     })
                 })
             })
         })?;
+        let shape = |t: usize| match merged {
+            None => Shape::from((b, h, t, d)),
+            Some(_) => Shape::from((b, t, h * d)),
+        };
         Ok((
-            Some(cpu_tensor(dq, &Shape::from((b, h, tq, d)))?),
-            Some(cpu_tensor(dk, &Shape::from((b, h, tk, d)))?),
-            Some(cpu_tensor(dv, &Shape::from((b, h, tk, d)))?),
+            Some(cpu_tensor(dq, &shape(tq))?),
+            Some(cpu_tensor(dk, &shape(tk))?),
+            Some(cpu_tensor(dv, &shape(tk))?),
         ))
+    }
+}
+
+impl CustomOp1 for Attention {
+    fn name(&self) -> &'static str {
+        "hone-attention-packed"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let QkvInput::Packed { heads } = self.input else {
+            bail!("hone-attention: only packed qkv is a one-input op")
+        };
+        let dm = Self::packed_dims(heads, l.shape())?;
+        let hd = dm.h * dm.d;
+        let q = split_view(s, l, dm.d, 0)?;
+        let k = split_view(s, l, dm.d, hd)?;
+        let v = split_view(s, l, dm.d, 2 * hd)?;
+        let out = self.run_forward(&dm, &q, &k, &v)?;
+        Ok((CpuStorage::F32(out), Shape::from((dm.b, dm.tq, hd))))
+    }
+
+    fn bwd(&self, qkv: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let QkvInput::Packed { heads } = self.input else {
+            bail!("hone-attention: only packed qkv is a one-input op")
+        };
+        let dm = Self::packed_dims(heads, qkv.shape())?;
+        let (b, h, t, d) = (dm.b, dm.h, dm.tq, dm.d);
+        let hd = h * d;
+        let mut g = vec![0f32; b * t * 3 * hd];
+        let base = SendPtr(g.as_mut_ptr());
+        // SAFETY: the offsets stay inside `g`; q, k and v own disjoint column ranges.
+        let dst = |col: usize| Dst {
+            ptr: SendPtr(unsafe { base.get().add(col) }),
+            bs: t * 3 * hd,
+            hs: d,
+            rs: 3 * hd,
+        };
+        let dsts = [dst(0), dst(hd), dst(2 * hd)];
+        with_f32(dy, |dy| {
+            let (storage, layout) = qkv.storage_and_layout();
+            let Storage::Cpu(s) = &*storage else {
+                bail!("hone-attention: fused CPU op called on a non-CPU tensor")
+            };
+            let q = split_view(s, layout, d, 0)?;
+            let k = split_view(s, layout, d, hd)?;
+            let v = split_view(s, layout, d, 2 * hd)?;
+            self.run_backward(&dm, &q, &k, &v, dy, dsts)
+        })?;
+        Ok(Some(cpu_tensor(g, qkv.shape())?))
     }
 }

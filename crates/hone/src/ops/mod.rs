@@ -69,6 +69,7 @@ pub fn attention(
             scale: scale as f32,
             mask: bcast(mask)?,
             dropout: bcast(dropout)?,
+            input: cpu::QkvInput::Heads,
         };
         q.apply_op3(k, v, op)?.transpose(1, 2)
     } else {
@@ -82,9 +83,114 @@ pub fn attention(
     }
 }
 
-/// `x W^T + b` for a 2-d `x [N, in]` and a weight `[out, in]` (or `W + b` with a weight
-/// stored `[in, out]` when `weight_transposed`), with gradients for all inputs. On the CPU
-/// the bias is written first and the product accumulated onto it in one GEMM.
+/// [`attention`] over `q [B, Tq, H * D]` and `k`/`v` `[B, Tk, H * D]` (the projections'
+/// output, heads not yet split), returning `[B, Tq, H * D]` (heads merged back). On the CPU
+/// the kernel reads the heads in place and writes the gradients in this layout, so neither
+/// the split nor the merge costs a copy or a node in the backward graph.
+pub fn attention_merged(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    scale: f64,
+    mask: Option<&Tensor>,
+    dropout: Option<&Tensor>,
+) -> Result<Tensor> {
+    let (b, tq, hd) = q.dims3()?;
+    let tk = k.dim(1)?;
+    let fused = [q, k, v].iter().all(|t| use_fused(t))
+        && [mask, dropout]
+            .iter()
+            .flatten()
+            .all(|t| t.device().is_cpu());
+    if fused {
+        let op = cpu::Attention {
+            scale: scale as f32,
+            mask: broadcast_probs(mask, (b, heads, tq, tk))?,
+            dropout: broadcast_probs(dropout, (b, heads, tq, tk))?,
+            input: cpu::QkvInput::Merged { heads },
+        };
+        q.apply_op3(k, v, op)
+    } else {
+        let split = |t: &Tensor| -> Result<Tensor> {
+            let (b, t_, _) = t.dims3()?;
+            t.reshape((b, t_, heads, hd / heads))?.transpose(1, 2)
+        };
+        attention(&split(q)?, &split(k)?, &split(v)?, scale, mask, dropout)?
+            .transpose(1, 2)?
+            .reshape((b, tq, hd))
+    }
+}
+
+/// Self-attention over one packed `qkv [B, T, 3 * H * D]` (q, k and v side by side, as
+/// GPT-2's `c_attn` produces them), returning `[B, T, H * D]`; see [`attention_merged`].
+pub fn attention_packed(
+    qkv: &Tensor,
+    heads: usize,
+    scale: f64,
+    mask: Option<&Tensor>,
+    dropout: Option<&Tensor>,
+) -> Result<Tensor> {
+    let (b, t, w) = qkv.dims3()?;
+    let fused = use_fused(qkv)
+        && [mask, dropout]
+            .iter()
+            .flatten()
+            .all(|t| t.device().is_cpu());
+    if fused {
+        let op = cpu::Attention {
+            scale: scale as f32,
+            mask: broadcast_probs(mask, (b, heads, t, t))?,
+            dropout: broadcast_probs(dropout, (b, heads, t, t))?,
+            input: cpu::QkvInput::Packed { heads },
+        };
+        qkv.apply_op1(op)
+    } else {
+        let d = w / 3;
+        let (q, k, v) = (
+            qkv.narrow(2, 0, d)?,
+            qkv.narrow(2, d, d)?,
+            qkv.narrow(2, 2 * d, d)?,
+        );
+        attention_merged(&q, &k, &v, heads, scale, mask, dropout)
+    }
+}
+
+/// An attention mask or dropout mask as f32 broadcast to the probabilities' shape.
+fn broadcast_probs(
+    t: Option<&Tensor>,
+    shape: (usize, usize, usize, usize),
+) -> Result<Option<Tensor>> {
+    t.map(|t| t.to_dtype(DType::F32)?.broadcast_as(shape))
+        .transpose()
+}
+
+/// `x + h * keep` (a residual connection after dropout; `keep` is the scaled keep-mask of
+/// `h`'s shape, or None for no dropout), with gradients for `x` and `h`. On the CPU one
+/// fused pass, and the backward pass forms only `dy` and `dy * keep`.
+pub fn residual_add(x: &Tensor, h: &Tensor, keep: Option<&Tensor>) -> Result<Tensor> {
+    let fused = use_fused(x)
+        && use_fused(h)
+        && x.dims() == h.dims()
+        && keep.is_none_or(|k| use_fused(k) && k.dims() == h.dims());
+    if fused {
+        let op = cpu::ResidualAdd {
+            keep: keep.map(|k| k.contiguous()).transpose()?,
+        };
+        x.contiguous()?.apply_op2(&h.contiguous()?, op)
+    } else {
+        match keep {
+            Some(k) => x + h.mul(&k.to_dtype(h.dtype())?)?,
+            None => x + h,
+        }
+    }
+}
+
+/// `x W^T + b` for `x [..., in]` and a weight `[out, in]` (or `W + b` with a weight
+/// stored `[in, out]` when `weight_transposed`), with gradients for all inputs; returns
+/// `[..., out]`. On the CPU the bias is written first and the product accumulated onto it
+/// in one GEMM (leading dimensions fold into its rows), and the backward pass is two GEMMs
+/// on strided operands plus a column sum.
 pub fn linear(
     x: &Tensor,
     weight: &Tensor,
@@ -94,11 +200,17 @@ pub fn linear(
     let fused = use_fused(x)
         && use_fused(weight)
         && bias.is_none_or(use_fused)
-        && x.rank() == 2
+        && x.rank() >= 2
         && weight.rank() == 2;
     if fused {
         let op = cpu::Linear {
             transposed: weight_transposed,
+        };
+        // Beyond 2-d the kernel folds leading dimensions, which needs a contiguous input.
+        let x = &if x.rank() > 2 {
+            x.contiguous()?
+        } else {
+            x.clone()
         };
         match bias {
             Some(b) => x.apply_op3(weight, &b.contiguous()?, op),

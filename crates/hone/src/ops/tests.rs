@@ -336,3 +336,150 @@ fn fused_linear_matches_composite_forward_and_backward() {
         assert!(max_abs_diff(a, r) < 1e-3);
     }
 }
+
+#[test]
+fn fused_linear_folds_leading_dimensions() {
+    // A 3-d input [B, T, in] against the composite broadcast matmul, both weight layouts.
+    let x = randn(&[3, 5, 37], 26);
+    let bias = randn(&[19], 27);
+    for (w, transposed) in [(randn(&[19, 37], 28), false), (randn(&[37, 19], 29), true)] {
+        let (y1, g1) = grads3([&x, &w, &bias], |x, w, b| linear(x, w, Some(b), transposed));
+        let (y2, g2) = grads3([&x, &w, &bias], |x, w, b| {
+            let w = if transposed { w.clone() } else { w.t()? };
+            x.broadcast_matmul(&w)?.broadcast_add(b)
+        });
+        assert_eq!(y1.dims(), [3, 5, 19]);
+        assert!(max_abs_diff(&y1, &y2) < 1e-4);
+        for (i, (a, r)) in g1.iter().zip(&g2).enumerate() {
+            assert!(max_abs_diff(a, r) < 1e-3, "gradient of input {i}");
+        }
+    }
+}
+
+#[test]
+fn merged_and_packed_attention_match_composite() {
+    // [B, T, H * D] inputs (heads not split); odd sizes, Tq != Tk for the merged form.
+    let (b, h, tq, tk, d) = (3, 5, 7, 11, 9);
+    let split = |t: &Tensor| -> Result<Tensor> {
+        let (b, t_, _) = t.dims3()?;
+        t.reshape((b, t_, h, d))?.transpose(1, 2)
+    };
+    let merge = |t: Tensor| -> Result<Tensor> {
+        let (b, _, t_, _) = t.dims4()?;
+        t.transpose(1, 2)?.reshape((b, t_, h * d))
+    };
+    let q = randn(&[b, tq, h * d], 31);
+    let k = randn(&[b, tk, h * d], 32);
+    let v = randn(&[b, tk, h * d], 33);
+    let mut m = vec![0f32; b * tk];
+    m[tk + 8..2 * tk].fill(-1e9);
+    let mask = Tensor::from_vec(m, (b, 1, 1, tk), &Device::Cpu).unwrap();
+    let keep = randn(&[b, h, tq, tk], 34)
+        .ge(-1.5)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .affine(1.0 / 0.75, 0.0)
+        .unwrap();
+    let scale = 1.0 / 3.0;
+    for (mask, drop) in [
+        (None, None),
+        (Some(&mask), None),
+        (Some(&mask), Some(&keep)),
+    ] {
+        let (y1, g1) = grads3([&q, &k, &v], |q, k, v| {
+            attention_merged(q, k, v, h, scale, mask, drop)
+        });
+        let (y2, g2) = grads3([&q, &k, &v], |q, k, v| {
+            merge(reference_attention(
+                &split(q)?,
+                &split(k)?,
+                &split(v)?,
+                scale,
+                mask,
+                drop,
+            )?)
+        });
+        assert_eq!(y1.dims(), [b, tq, h * d]);
+        assert!(max_abs_diff(&y1, &y2) < 1e-5, "forward");
+        for (i, (a, r)) in g1.iter().zip(&g2).enumerate() {
+            assert!(max_abs_diff(a, r) < 1e-4, "gradient of input {i}");
+        }
+    }
+    // Packed [B, T, 3 * H * D] self-attention with a causal mask and dropout.
+    let t = 7;
+    let qkv = randn(&[b, t, 3 * h * d], 35);
+    let causal: Vec<f32> = (0..t)
+        .flat_map(|i| (0..t).map(move |j| if j > i { -1e9 } else { 0.0 }))
+        .collect();
+    let causal = Tensor::from_vec(causal, (1, 1, t, t), &Device::Cpu).unwrap();
+    let keep = randn(&[b, h, t, t], 36)
+        .ge(-1.5)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .affine(1.0 / 0.75, 0.0)
+        .unwrap();
+    for drop in [None, Some(&keep)] {
+        let (y1, g1) = grad_of(&qkv, |x| attention_packed(x, h, scale, Some(&causal), drop));
+        let (y2, g2) = grad_of(&qkv, |x| {
+            let hd = h * d;
+            let (q, k, v) = (
+                x.narrow(2, 0, hd)?,
+                x.narrow(2, hd, hd)?,
+                x.narrow(2, 2 * hd, hd)?,
+            );
+            merge(reference_attention(
+                &split(&q)?,
+                &split(&k)?,
+                &split(&v)?,
+                scale,
+                Some(&causal),
+                drop,
+            )?)
+        });
+        assert_eq!(y1.dims(), [b, t, h * d]);
+        assert!(max_abs_diff(&y1, &y2) < 1e-5, "packed forward");
+        assert!(max_abs_diff(&g1, &g2) < 1e-4, "packed gradient");
+    }
+}
+
+#[test]
+fn residual_add_matches_composite_forward_and_backward() {
+    // 4099 elements: more than one parallel chunk, not a multiple of any vector width.
+    let x = randn(&[17, 241], 41);
+    let hh = randn(&[17, 241], 42);
+    let keep = randn(&[17, 241], 43)
+        .ge(-2.0)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .affine(1.0 / 0.9, 0.0)
+        .unwrap();
+    // Gradients of sum(f(x, h) * probe) for both inputs.
+    let run = |f: &dyn Fn(&Tensor, &Tensor) -> Result<Tensor>| {
+        let (vx, vh) = (
+            Var::from_tensor(&x).unwrap(),
+            Var::from_tensor(&hh).unwrap(),
+        );
+        let y = f(vx.as_tensor(), vh.as_tensor()).unwrap();
+        let g = (&y * &randn(y.dims(), 44))
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let get = |v: &Var| g.get(v.as_tensor()).unwrap().clone();
+        (y, get(&vx), get(&vh))
+    };
+    for keep in [None, Some(&keep)] {
+        let (y1, gx1, gh1) = run(&|x, h| residual_add(x, h, keep));
+        let (y2, gx2, gh2) = run(&|x, h| match keep {
+            Some(k) => x + h.mul(k)?,
+            None => x + h,
+        });
+        assert_eq!(max_abs_diff(&y1, &y2), 0.0, "forward is bit-identical");
+        assert_eq!(max_abs_diff(&gx1, &gx2), 0.0);
+        assert_eq!(max_abs_diff(&gh1, &gh2), 0.0);
+    }
+}

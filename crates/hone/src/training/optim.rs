@@ -750,9 +750,13 @@ impl Optimizer for Sgd {
 fn l2_sq(t: &Tensor) -> Result<f64> {
     if all_cpu_f32(&[t]) {
         Ok(with_f32(t, |d| {
-            Ok(d.par_chunks(CHUNK)
+            // Per-chunk sums combined in order: the result does not depend on how rayon
+            // happened to split the work.
+            let parts: Vec<f64> = d
+                .par_chunks(CHUNK)
                 .map(|c| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
-                .sum::<f64>())
+                .collect();
+            Ok(parts.iter().sum::<f64>())
         })?)
     } else {
         Ok(t.to_dtype(DType::F64)?
@@ -794,7 +798,21 @@ pub fn clip_grad_norm<P: AsParam>(
         for p in params {
             let t = p.param_var().as_tensor();
             if let Some(g) = grads.get(t) {
-                let scaled = (g.detach() * coef)?;
+                let scaled = if all_cpu_f32(&[g]) && g.is_contiguous() {
+                    // What `g * coef` computes (candle's affine: `v * mul + 0`), in parallel.
+                    let (m, a) = (coef as f32, 0f32);
+                    let v =
+                        with_f32(g, |d| {
+                            let mut out = vec![0f32; d.len()];
+                            out.par_chunks_mut(CHUNK).zip(d.par_chunks(CHUNK)).for_each(
+                                |(o, d)| o.iter_mut().zip(d).for_each(|(o, &v)| *o = v * m + a),
+                            );
+                            Ok(out)
+                        })?;
+                    Tensor::from_vec(v, g.shape(), g.device())?
+                } else {
+                    (g.detach() * coef)?
+                };
                 grads.insert(t, scaled);
             }
         }

@@ -21,15 +21,26 @@ pub fn scaled_dot_product_attention(
     let scale = 1.0 / (d as f64).sqrt();
     // The dropout keep-mask, drawn exactly as `dropout.forward(probs)` would draw it (same
     // shape, same random stream); the identity in evaluation hands back its input.
-    let keep = match dropout {
-        Some(dr) => {
-            let ones = Tensor::ones(1, q.dtype(), q.device())?.broadcast_as((b, h, tq, tk))?;
-            let m = dr.forward(&ones)?;
-            (m.id() != ones.id()).then_some(m)
-        }
-        None => None,
-    };
+    let keep = attention_keep_mask(dropout, (b, h, tq, tk), q)?;
     crate::ops::attention(q, k, v, scale, mask, keep.as_ref())
+}
+
+/// The attention dropout keep-mask `[B, H, Tq, Tk]` in `like`'s dtype, drawn exactly as
+/// `dropout.forward(probs)` would draw it (same shape, same random stream); None in
+/// evaluation.
+fn attention_keep_mask(
+    dropout: Option<&Dropout>,
+    shape: (usize, usize, usize, usize),
+    like: &Tensor,
+) -> Result<Option<Tensor>> {
+    let (b, h, tq, tk) = shape;
+    match dropout {
+        Some(dr) => dr
+            .keep_mask(&[b, h, tq, tk], like.device())?
+            .map(|m| m.to_dtype(like.dtype()))
+            .transpose(),
+        None => Ok(None),
+    }
 }
 
 /// Additive mask `[B, 1, 1, Tk]` from a `[B, Tk]` attention mask of 1 (token) / 0 (padding).
@@ -123,6 +134,9 @@ impl MultiHeadAttention {
         mask: Option<&Tensor>,
         cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
+        if cache.is_none() {
+            return self.forward_uncached(x, memory, mask);
+        }
         let (q, k, v) = match (&self.qkv, memory) {
             (QkvLayout::Separate { q, k, v }, memory) => {
                 let kv_src = memory.unwrap_or(x);
@@ -151,5 +165,39 @@ impl MultiHeadAttention {
         }
         let y = scaled_dot_product_attention(&q, &k, &v, mask, Some(&self.attn_dropout))?;
         self.out.forward(&Self::merge_heads(&y)?)
+    }
+
+    /// Without a cache the heads never need splitting: the attention op reads them in place
+    /// from the projections' `[B, T, H * D]` output and returns them merged. Same result,
+    /// same dropout draws as the split path.
+    fn forward_uncached(
+        &self,
+        x: &Tensor,
+        memory: Option<&Tensor>,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (b, tq, _) = x.dims3()?;
+        let h = self.n_heads;
+        let y = match (&self.qkv, memory) {
+            (QkvLayout::Separate { q, k, v }, memory) => {
+                let kv_src = memory.unwrap_or(x);
+                let (q, k, v) = (q.forward(x)?, k.forward(kv_src)?, v.forward(kv_src)?);
+                let (tk, hd) = (k.dim(1)?, q.dim(2)?);
+                let scale = 1.0 / ((hd / h) as f64).sqrt();
+                let keep = attention_keep_mask(Some(&self.attn_dropout), (b, h, tq, tk), &q)?;
+                crate::ops::attention_merged(&q, &k, &v, h, scale, mask, keep.as_ref())?
+            }
+            (QkvLayout::Fused(qkv), None) => {
+                let y = qkv.forward(x)?;
+                let hd = y.dim(2)? / 3;
+                let scale = 1.0 / ((hd / h) as f64).sqrt();
+                let keep = attention_keep_mask(Some(&self.attn_dropout), (b, h, tq, tq), &y)?;
+                crate::ops::attention_packed(&y, h, scale, mask, keep.as_ref())?
+            }
+            (QkvLayout::Fused(_), Some(_)) => {
+                candle_core::bail!("a fused QKV projection cannot attend over a memory")
+            }
+        };
+        self.out.forward(&y)
     }
 }

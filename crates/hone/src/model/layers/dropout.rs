@@ -1,8 +1,9 @@
 use std::sync::{Arc, Mutex};
 
-use candle_core::{Result, Tensor};
+use candle_core::{Device, Result, Tensor};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 /// Shared by every dropout layer of one model: whether it is training, and the random stream
 /// the masks come from. candle's CPU RNG cannot be seeded, so masks are drawn here from a
@@ -62,9 +63,24 @@ impl TrainingMode {
         }
         let n: usize = shape.iter().product();
         let scale = 1.0 / (1.0 - p);
+        // The same draws as `n` calls of `gen::<f32>()` (each takes one u32 of the stream
+        // and keeps its top 24 bits), but the words come out in bulk and the threshold runs
+        // in parallel.
+        let mut words = vec![0u32; n];
+        s.rng.fill(&mut words[..]);
+        drop(s);
         Some(
-            (0..n)
-                .map(|_| if s.rng.gen::<f32>() < p { 0.0 } else { scale })
+            words
+                .par_iter()
+                .with_min_len(1 << 14)
+                .map(|&w| {
+                    let u = (w >> 8) as f32 * (1.0 / (1u32 << 24) as f32);
+                    if u < p {
+                        0.0
+                    } else {
+                        scale
+                    }
+                })
                 .collect(),
         )
     }
@@ -86,6 +102,15 @@ impl Dropout {
         }
     }
 
+    /// The keep-mask `forward` would multiply an input of `shape` by (same draws from the
+    /// same stream), or None where `forward` is the identity.
+    pub fn keep_mask(&self, shape: &[usize], device: &Device) -> Result<Option<Tensor>> {
+        self.mode
+            .mask(shape, self.p)
+            .map(|m| Tensor::from_vec(m, shape, device))
+            .transpose()
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self.mode.mask(x.dims(), self.p) {
             None => Ok(x.clone()),
@@ -94,5 +119,32 @@ impl Dropout {
                 x.mul(&mask)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn bulk_mask_draws_match_one_at_a_time() {
+        let mode = TrainingMode::new(7);
+        mode.set_training(true);
+        let (seed, stream, pos) = mode.rng_state();
+        let p = 0.1f32;
+        // 1001 draws: not a multiple of the ChaCha block; twice, so the second starts mid-block.
+        let a = mode.mask(&[7, 11, 13], p).unwrap();
+        let b = mode.mask(&[1001], p).unwrap();
+        let mut rng = ChaCha8Rng::from_seed(seed);
+        rng.set_stream(stream);
+        rng.set_word_pos(pos);
+        let scale = 1.0 / (1.0 - p);
+        let mut draw = || if rng.gen::<f32>() < p { 0.0 } else { scale };
+        let ra: Vec<f32> = (0..a.len()).map(|_| draw()).collect();
+        let rb: Vec<f32> = (0..b.len()).map(|_| draw()).collect();
+        assert_eq!(a, ra);
+        assert_eq!(b, rb);
+        assert_eq!(mode.rng_state().2, rng.get_word_pos());
     }
 }

@@ -60,10 +60,9 @@ impl Linear {
         let bias = self.bias.as_ref();
         let t = self.stored_transposed;
         match x.dims() {
-            [_, _] => crate::ops::linear(x, &self.weight, bias, t),
-            // Fold leading dimensions into rows: one large GEMM instead of a batched one.
-            [b, tt, d] => crate::ops::linear(&x.reshape((b * tt, *d))?, &self.weight, bias, t)?
-                .reshape((*b, *tt, ())),
+            // Leading dimensions fold into rows: one large GEMM instead of a batched one,
+            // and no reshape nodes for the backward pass to walk.
+            [_, _] | [_, _, _] => crate::ops::linear(x, &self.weight, bias, t),
             _ => {
                 let w = if t {
                     self.weight.clone()
