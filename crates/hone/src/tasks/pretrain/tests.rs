@@ -1,0 +1,113 @@
+use super::*;
+
+#[test]
+fn masking_statistics_follow_bert() {
+    let spec = MaskingSpec {
+        mask_id: 4,
+        vocab_size: 1000,
+        special_ids: vec![1, 2],
+        probability: 0.15,
+        continuation_ids: None,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let (mut eligible, mut selected, mut as_mask, mut random, mut kept) = (0, 0, 0, 0, 0);
+    for _ in 0..2000 {
+        // [CLS] tokens... [SEP], tokens never equal to the mask id.
+        let ids: Vec<u32> = std::iter::once(1)
+            .chain((0..126).map(|i| 10 + (i % 900) as u32))
+            .chain(std::iter::once(2))
+            .collect();
+        let (out, labels) = mask_tokens(&ids, &spec, &mut rng);
+        assert_eq!(labels[0], -100, "[CLS] is never masked");
+        assert_eq!(labels[127], -100, "[SEP] is never masked");
+        eligible += 126;
+        for i in 0..ids.len() {
+            if labels[i] == -100 {
+                assert_eq!(out[i], ids[i], "unselected tokens are untouched");
+                continue;
+            }
+            assert_eq!(labels[i], ids[i] as i64);
+            selected += 1;
+            if out[i] == 4 {
+                as_mask += 1;
+            } else if out[i] == ids[i] {
+                kept += 1;
+            } else {
+                random += 1;
+            }
+        }
+    }
+    let share = selected as f64 / eligible as f64;
+    assert!((share - 0.15).abs() < 0.005, "masked share {share}");
+    let s = selected as f64;
+    // A random replacement can draw the original token (1/1000): counted as kept.
+    assert!(
+        (as_mask as f64 / s - 0.8).abs() < 0.01,
+        "mask share {}",
+        as_mask as f64 / s
+    );
+    assert!(
+        (random as f64 / s - 0.1).abs() < 0.01,
+        "random share {}",
+        random as f64 / s
+    );
+    assert!(
+        (kept as f64 / s - 0.1).abs() < 0.01,
+        "kept share {}",
+        kept as f64 / s
+    );
+}
+
+#[test]
+fn whole_word_masking_masks_all_pieces_of_a_word() {
+    let cont: std::collections::HashSet<u32> = [21, 22].into_iter().collect();
+    let spec = MaskingSpec {
+        mask_id: 4,
+        vocab_size: 100,
+        special_ids: vec![1, 2],
+        probability: 0.5,
+        continuation_ids: Some(cont),
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for _ in 0..200 {
+        // word 20 ##21 ##22, word 30, word 40 ##21
+        let ids = [1u32, 20, 21, 22, 30, 40, 21, 2];
+        let (_, labels) = mask_tokens(&ids, &spec, &mut rng);
+        let sel = |i: usize| labels[i] != -100;
+        assert!(sel(1) == sel(2) && sel(2) == sel(3));
+        assert!(sel(5) == sel(6));
+    }
+}
+
+#[test]
+fn nsp_pairs_are_half_random_and_fit() {
+    let docs: Vec<Vec<Vec<u32>>> = (0..40)
+        .map(|d| {
+            (0..12)
+                .map(|s| (0..7).map(|t| (100 + d * 100 + s * 7 + t) as u32).collect())
+                .collect()
+        })
+        .collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let inst = nsp_instances(&docs, 32, 1, 2, 0.5, true, &mut rng);
+    assert!(inst.len() > 50);
+    let random = inst.iter().filter(|i| i.nsp_label == 1).count() as f64 / inst.len() as f64;
+    assert!((random - 0.5).abs() < 0.15, "random share {random}");
+    for i in &inst {
+        assert!(i.ids.len() <= 32);
+        assert_eq!(i.ids[0], 1);
+        assert_eq!(*i.ids.last().unwrap(), 2);
+        assert_eq!(i.ids.iter().filter(|&&t| t == 2).count(), 2, "two [SEP]");
+        let sep = i.ids.iter().position(|&t| t == 2).unwrap();
+        assert!(i.type_ids[..=sep].iter().all(|&t| t == 0));
+        assert!(i.type_ids[sep + 1..].iter().all(|&t| t == 1));
+        // A consecutive pair's B continues A's document.
+        let doc_of = |t: u32| (t - 100) / 100;
+        let (a_doc, b_doc) = (doc_of(i.ids[1]), doc_of(i.ids[sep + 1]));
+        if i.nsp_label == 0 {
+            assert_eq!(a_doc, b_doc);
+        } else {
+            assert_ne!(a_doc, b_doc);
+        }
+    }
+}
