@@ -8,6 +8,7 @@ mod generate;
 mod info;
 mod predict;
 mod pretrain;
+mod run_recipe;
 mod score;
 mod tokenizer;
 
