@@ -36,25 +36,29 @@ pub fn apply_overrides<R: Serialize + Default>(
             .split_once('=')
             .with_context(|| format!("--set {item}: expected key=value"))?;
         let value = parse_value(raw.trim());
-        let (section, field) = match key.split_once('.') {
-            Some((s, f)) => (s.to_string(), f.to_string()),
-            None => {
-                let owner = defaults
-                    .iter()
-                    .find(|(_, v)| v.as_object().is_some_and(|t| t.contains_key(key)))
-                    .map(|(s, _)| s.clone());
-                match owner {
-                    Some(s) => (s, key.to_string()),
-                    None => bail!("--set {key}: no recipe section has this key"),
-                }
+        // A dotted key is a path (`model.config.hidden_size`); a bare key goes to the
+        // section that owns it.
+        let mut path: Vec<String> = key.split('.').map(str::to_string).collect();
+        if path.len() == 1 {
+            let owner = defaults
+                .iter()
+                .find(|(_, v)| v.as_object().is_some_and(|t| t.contains_key(key)))
+                .map(|(s, _)| s.clone());
+            match owner {
+                Some(s) => path.insert(0, s),
+                None => bail!("--set {key}: no recipe section has this key"),
             }
-        };
-        let sect = table
-            .entry(section.clone())
-            .or_insert_with(|| toml::Value::Table(Default::default()))
-            .as_table_mut()
-            .with_context(|| format!("recipe key `{section}` is not a section"))?;
-        sect.insert(field, value);
+        }
+        let field = path.pop().expect("non-empty path");
+        let mut table: &mut toml::Table = table;
+        for part in &path {
+            table = table
+                .entry(part.clone())
+                .or_insert_with(|| toml::Value::Table(Default::default()))
+                .as_table_mut()
+                .with_context(|| format!("--set {key}: `{part}` is not a table"))?;
+        }
+        table.insert(field, value);
     }
     Ok(())
 }
@@ -84,6 +88,7 @@ mod tests {
     #[serde(default)]
     struct Data {
         train_file: String,
+        extra: Option<toml::Table>,
     }
     #[derive(Debug, Default, Serialize, Deserialize)]
     #[serde(default)]
@@ -103,6 +108,7 @@ mod tests {
                 "data.train_file=a b.tsv".into(),
                 "seed=7".into(),
                 "max_steps=9".into(),
+                "data.extra.depth=3".into(),
             ],
         )
         .unwrap();
@@ -111,6 +117,7 @@ mod tests {
         assert_eq!(r.training.seed, 7);
         assert_eq!(r.training.max_steps, Some(9));
         assert_eq!(r.data.train_file, "a b.tsv");
+        assert_eq!(r.data.extra.unwrap()["depth"].as_integer(), Some(3));
         let mut t = toml::Table::new();
         let err = apply_overrides::<Recipe>(&mut t, &["nope=1".into()]).unwrap_err();
         assert!(err.to_string().contains("nope"));
