@@ -113,6 +113,73 @@ impl Iterator for DocumentReader {
     }
 }
 
+/// Streams the raw text of files, concatenated in order with line endings kept, as chunks of
+/// whole lines of about `chunk_bytes` each: causal-LM tokenization reads a corpus this way
+/// and never holds it whole. A line that is not UTF-8 is an error naming file:line, after
+/// which the iterator stops.
+pub struct TextChunks {
+    files: std::vec::IntoIter<PathBuf>,
+    current: Option<LineReader<BufReader<File>>>,
+    chunk_bytes: usize,
+    failed: bool,
+}
+
+impl TextChunks {
+    /// Files are opened lazily, one at a time.
+    pub fn new<I, P>(files: I, chunk_bytes: usize) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<PathBuf>,
+    {
+        let files: Vec<PathBuf> = files.into_iter().map(Into::into).collect();
+        TextChunks {
+            files: files.into_iter(),
+            current: None,
+            chunk_bytes: chunk_bytes.max(1),
+            failed: false,
+        }
+    }
+
+    fn next_chunk(&mut self) -> Result<Option<Vec<String>>> {
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
+        while bytes < self.chunk_bytes {
+            if self.current.is_none() {
+                let Some(path) = self.files.next() else {
+                    break;
+                };
+                self.current = Some(LineReader::open(&path)?);
+            }
+            match self.current.as_mut().unwrap().next_line_with_ending() {
+                Some(line) => {
+                    let (_, text) = line?;
+                    bytes += text.len();
+                    chunk.push(text);
+                }
+                None => self.current = None,
+            }
+        }
+        Ok((!chunk.is_empty()).then_some(chunk))
+    }
+}
+
+impl Iterator for TextChunks {
+    type Item = Result<Vec<String>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        match self.next_chunk() {
+            Ok(chunk) => chunk.map(Ok),
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
 /// Every line of a file without its line ending, empty lines included (so line `i` of two
 /// aligned files still correspond). Invalid UTF-8 is an error naming file:line.
 pub fn read_lines(path: impl AsRef<Path>) -> Result<Vec<String>> {

@@ -86,3 +86,29 @@ fn read_lines_keeps_empty_lines_for_alignment() {
     let msg = read_parallel(&de, &hole).unwrap_err().to_string();
     assert!(msg.contains("x.de:2: empty line"), "{msg}");
 }
+
+#[test]
+fn text_chunks_give_back_the_files_text_in_whole_lines() {
+    let dir = TempDir::new();
+    let a = dir.write("a.txt", "\u{feff}first line\r\nsecond\n\nthird without end");
+    let b = dir.write("b.txt", "b1\nb2\n");
+    let chunks: Vec<Vec<String>> = TextChunks::new([&a, &b], 12).map(|c| c.unwrap()).collect();
+    assert!(chunks.len() > 1, "small chunks: {chunks:?}");
+    for c in &chunks[..chunks.len() - 1] {
+        let len: usize = c.iter().map(String::len).sum();
+        assert!(len >= 12, "a chunk stops only once it holds chunk_bytes");
+    }
+    let text: String = chunks.concat().concat();
+    // The BOM goes; line endings (\r\n included) and the missing final newline stay.
+    assert_eq!(text, "first line\r\nsecond\n\nthird without endb1\nb2\n");
+}
+
+#[test]
+fn text_chunks_name_the_bad_line() {
+    let dir = TempDir::new();
+    let a = dir.write("a.txt", b"ok\nbad \xff byte\n".as_slice());
+    let mut chunks = TextChunks::new([&a], 1 << 20);
+    let err = chunks.next().unwrap().unwrap_err().to_string();
+    assert!(err.contains("a.txt") && err.contains(":2"), "{err}");
+    assert!(chunks.next().is_none(), "stops after an error");
+}

@@ -38,6 +38,16 @@ impl<R: BufRead> LineReader<R> {
 
     /// Reads the next line; `None` at end of file. Returns the line's 1-based number with it.
     pub(crate) fn next_line(&mut self) -> Option<Result<(usize, String)>> {
+        self.read(true)
+    }
+
+    /// Like [`Self::next_line`] but keeps the line ending, so concatenating the lines gives
+    /// back the file's text (less a leading byte-order mark).
+    pub(crate) fn next_line_with_ending(&mut self) -> Option<Result<(usize, String)>> {
+        self.read(false)
+    }
+
+    fn read(&mut self, strip_ending: bool) -> Option<Result<(usize, String)>> {
         self.buf.clear();
         match self.reader.read_until(b'\n', &mut self.buf) {
             Ok(0) => return None,
@@ -46,11 +56,13 @@ impl<R: BufRead> LineReader<R> {
         }
         self.line += 1;
         let mut bytes: &[u8] = &self.buf;
-        if let Some(rest) = bytes.strip_suffix(b"\n") {
-            bytes = rest;
-        }
-        if let Some(rest) = bytes.strip_suffix(b"\r") {
-            bytes = rest;
+        if strip_ending {
+            if let Some(rest) = bytes.strip_suffix(b"\n") {
+                bytes = rest;
+            }
+            if let Some(rest) = bytes.strip_suffix(b"\r") {
+                bytes = rest;
+            }
         }
         if self.line == 1 {
             // Editors on Windows (and Excel's "CSV UTF-8") prepend a BOM; it is not data.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -88,6 +88,10 @@ pub struct PretrainDataArgs {
     pub nsp_probability: f64,
     /// Use at most this many characters of the corpus (quick runs).
     pub max_train_chars: Option<usize>,
+    /// Causal LM: write the tokenized corpus here (`train.bin`, `validation.bin`: flat
+    /// little-endian u32 ids) and read training windows back from disk, so a corpus larger
+    /// than memory trains. Without it the ids are kept in memory.
+    pub token_cache_dir: Option<PathBuf>,
 }
 
 impl Default for PretrainDataArgs {
@@ -103,6 +107,7 @@ impl Default for PretrainDataArgs {
             whole_word_mask: false,
             nsp_probability: 0.5,
             max_train_chars: None,
+            token_cache_dir: None,
         }
     }
 }
@@ -117,173 +122,19 @@ pub struct PretrainRecipe {
     pub training: TrainingArguments,
 }
 
-/// An MLM(+NSP) training instance: `[CLS] A [SEP] (B [SEP])`.
-#[derive(Debug, Clone)]
-pub struct Instance {
-    pub ids: Vec<u32>,
-    pub type_ids: Vec<u32>,
-    /// 1 when B was drawn from another document (HF: label 1 = "random").
-    pub nsp_label: i64,
-}
+mod masking;
+mod token_stream;
 
-/// Token ids for the special tokens the MLM collator needs.
-#[derive(Debug, Clone)]
-pub struct MaskingSpec {
-    pub mask_id: u32,
-    pub vocab_size: u32,
-    /// Ids never selected for masking (CLS, SEP, PAD, ...).
-    pub special_ids: Vec<u32>,
-    pub probability: f64,
-    /// For whole-word masking: ids of pieces that continue a word (`##...`).
-    pub continuation_ids: Option<std::collections::HashSet<u32>>,
-}
-
-/// BERT's masking: select `probability` of the non-special tokens (whole words when
-/// `continuation_ids` is set); of those, 80% become `[MASK]`, 10% a random token, 10% stay.
-/// Returns the corrupted ids and the labels (-100 where not selected).
-pub fn mask_tokens(ids: &[u32], spec: &MaskingSpec, rng: &mut impl Rng) -> (Vec<u32>, Vec<i64>) {
-    let mut selected = vec![false; ids.len()];
-    let is_special = |id: &u32| spec.special_ids.contains(id);
-    match &spec.continuation_ids {
-        None => {
-            for (s, id) in selected.iter_mut().zip(ids) {
-                *s = !is_special(id) && rng.gen::<f64>() < spec.probability;
-            }
-        }
-        Some(cont) => {
-            let mut i = 0;
-            while i < ids.len() {
-                let mut j = i + 1;
-                while j < ids.len() && cont.contains(&ids[j]) {
-                    j += 1;
-                }
-                if !is_special(&ids[i]) && rng.gen::<f64>() < spec.probability {
-                    selected[i..j].fill(true);
-                }
-                i = j;
-            }
-        }
-    }
-    let mut out = ids.to_vec();
-    let mut labels = vec![-100i64; ids.len()];
-    for (i, sel) in selected.into_iter().enumerate() {
-        if !sel {
-            continue;
-        }
-        labels[i] = ids[i] as i64;
-        let r: f64 = rng.gen();
-        if r < 0.8 {
-            out[i] = spec.mask_id;
-        } else if r < 0.9 {
-            out[i] = rng.gen_range(0..spec.vocab_size);
-        }
-    }
-    (out, labels)
-}
-
-/// Build NSP instances from documents (each a list of tokenized segments), packing
-/// segments up to `max_tokens` (without the 3 special tokens) as Hugging Face's
-/// `TextDatasetForNextSentencePrediction` does.
-pub fn nsp_instances(
-    docs: &[Vec<Vec<u32>>],
-    max_len: usize,
-    cls: u32,
-    sep: u32,
-    nsp_probability: f64,
-    with_b: bool,
-    rng: &mut impl Rng,
-) -> Vec<Instance> {
-    let budget = max_len.saturating_sub(if with_b { 3 } else { 2 }).max(2);
-    let mut out = Vec::new();
-    for (d, doc) in docs.iter().enumerate() {
-        let mut chunk: Vec<&Vec<u32>> = Vec::new();
-        let mut len = 0;
-        let mut i = 0;
-        while i < doc.len() {
-            chunk.push(&doc[i]);
-            len += doc[i].len();
-            let last = i + 1 == doc.len();
-            if (last || len >= budget) && !chunk.is_empty() {
-                let mut a: Vec<u32>;
-                let mut b: Vec<u32> = vec![];
-                let mut nsp_label = 0;
-                if !with_b {
-                    a = chunk.iter().flat_map(|s| s.iter().copied()).collect();
-                } else {
-                    let a_end = if chunk.len() >= 2 {
-                        rng.gen_range(1..chunk.len())
-                    } else {
-                        1
-                    };
-                    a = chunk[..a_end]
-                        .iter()
-                        .flat_map(|s| s.iter().copied())
-                        .collect();
-                    let random_b =
-                        chunk.len() == 1 || (docs.len() > 1 && rng.gen::<f64>() < nsp_probability);
-                    if random_b && docs.len() > 1 {
-                        nsp_label = 1;
-                        let mut other = rng.gen_range(0..docs.len());
-                        while other == d {
-                            other = rng.gen_range(0..docs.len());
-                        }
-                        let od = &docs[other];
-                        let start = rng.gen_range(0..od.len());
-                        for seg in &od[start..] {
-                            if b.len() >= budget.saturating_sub(a.len()) {
-                                break;
-                            }
-                            b.extend(seg);
-                        }
-                        // The unused segments of this chunk go back into the stream.
-                        i -= chunk.len() - a_end;
-                    } else {
-                        b = chunk[a_end..]
-                            .iter()
-                            .flat_map(|s| s.iter().copied())
-                            .collect();
-                    }
-                }
-                // Truncate the longer side until the pair fits (BERT's truncate_seq_pair).
-                while a.len() + b.len() > budget {
-                    if a.len() > b.len() {
-                        a.pop();
-                    } else {
-                        b.pop();
-                    }
-                }
-                if !a.is_empty() && (!with_b || !b.is_empty()) {
-                    let mut ids = vec![cls];
-                    ids.extend(&a);
-                    ids.push(sep);
-                    let mut type_ids = vec![0u32; ids.len()];
-                    if with_b {
-                        ids.extend(&b);
-                        ids.push(sep);
-                        type_ids.resize(ids.len(), 1);
-                    }
-                    out.push(Instance {
-                        ids,
-                        type_ids,
-                        nsp_label,
-                    });
-                }
-                chunk.clear();
-                len = 0;
-            }
-            i += 1;
-        }
-    }
-    out
-}
+pub use masking::{mask_tokens, nsp_instances, Instance, MaskingSpec};
+pub use token_stream::TokenStream;
 
 /// Training data and objective for [`crate::training::Trainer`].
 pub struct PretrainTask {
     pub objective: Objective,
     pub tokenizer: TextTokenizer,
     /// Causal LM: the token streams.
-    train_stream: Vec<u32>,
-    valid_stream: Vec<u32>,
+    train_stream: TokenStream,
+    valid_stream: TokenStream,
     block_size: usize,
     sampling: Sampling,
     /// MLM: prebuilt instances.
@@ -293,16 +144,6 @@ pub struct PretrainTask {
     seed: u64,
     eval_batch_size: usize,
     device: Device,
-}
-
-fn read_text(files: &[PathBuf]) -> Result<String> {
-    let mut text = String::new();
-    for f in files {
-        let t = std::fs::read_to_string(f)
-            .with_context(|| format!("cannot read {} as UTF-8 text", f.display()))?;
-        text.push_str(&t);
-    }
-    Ok(text)
 }
 
 /// Documents (lists of non-empty lines) from the corpus files.
@@ -372,8 +213,8 @@ impl PretrainTask {
         let mut me = Self {
             objective: recipe.objective,
             tokenizer,
-            train_stream: vec![],
-            valid_stream: vec![],
+            train_stream: TokenStream::from_vec(vec![]),
+            valid_stream: TokenStream::from_vec(vec![]),
             block_size: data.block_size,
             sampling: data.sampling,
             train_instances: vec![],
@@ -392,38 +233,27 @@ impl PretrainTask {
         Ok((model, me))
     }
 
-    fn encode_ids(&self, text: &str) -> Result<Vec<u32>> {
-        let mut tok = self.tokenizer.clone();
-        tok.set_max_length(None)?;
-        // Encode line by line in parallel: one huge encode call is slow and memory-hungry.
-        let pieces: Vec<String> = text.split_inclusive('\n').map(str::to_string).collect();
-        let encodings = {
-            let inputs: Vec<(String, Option<String>)> =
-                pieces.into_iter().map(|p| (p, None)).collect();
-            let enc = tok.inner().clone();
-            use rayon::prelude::*;
-            inputs
-                .par_iter()
-                .map(|(t, _)| enc.encode(t.as_str(), false).map(|e| e.get_ids().to_vec()))
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| anyhow::anyhow!("cannot tokenize the corpus: {e}"))?
-        };
-        Ok(encodings.into_iter().flatten().collect())
-    }
-
     fn prepare_clm(&mut self, data: &PretrainDataArgs) -> Result<()> {
-        let mut text = read_text(&data.train_files)?;
-        if let Some(n) = data.max_train_chars {
-            text = text.chars().take(n).collect();
-        }
-        let ids = self.encode_ids(&text)?;
+        let cache = |name: &str| data.token_cache_dir.as_ref().map(|d| d.join(name));
+        let train_cache = cache("train.bin");
+        let ids = TokenStream::tokenize(
+            &self.tokenizer,
+            &data.train_files,
+            data.max_train_chars,
+            train_cache.as_deref(),
+        )?;
         if data.validation_files.is_empty() {
+            // nanoGPT's split: the last fraction of the tokens validates.
             let n_train = ((1.0 - data.validation_split) * ids.len() as f64) as usize;
-            self.valid_stream = ids[n_train..].to_vec();
-            self.train_stream = ids[..n_train].to_vec();
+            (self.train_stream, self.valid_stream) = ids.split_at(n_train);
         } else {
             self.train_stream = ids;
-            self.valid_stream = self.encode_ids(&read_text(&data.validation_files)?)?;
+            self.valid_stream = TokenStream::tokenize(
+                &self.tokenizer,
+                &data.validation_files,
+                None,
+                cache("validation.bin").as_deref(),
+            )?;
         }
         if self.train_stream.len() <= self.block_size + 1 {
             bail!(
@@ -433,9 +263,13 @@ impl PretrainTask {
             )
         }
         tracing::info!(
-            "causal LM: {} train tokens, {} validation tokens",
+            "causal LM: {} train tokens, {} validation tokens{}",
             self.train_stream.len(),
-            self.valid_stream.len()
+            self.valid_stream.len(),
+            match &train_cache {
+                Some(p) => format!(" (read from {})", p.display()),
+                None => String::new(),
+            }
         );
         Ok(())
     }
@@ -528,16 +362,21 @@ impl PretrainTask {
         }
     }
 
-    fn clm_loss(&self, model: &LoadedModel, stream: &[u32], starts: &[usize]) -> Result<Tensor> {
+    fn clm_loss(
+        &self,
+        model: &LoadedModel,
+        stream: &TokenStream,
+        starts: &[usize],
+    ) -> Result<Tensor> {
         let TaskModel::CausalLm(gpt) = &model.model else {
             bail!("causal LM needs a GPT-2 model")
         };
         // Windows of block_size + 1 tokens: inputs and their next tokens.
         let ids = {
-            let rows: Vec<u32> = starts
-                .iter()
-                .flat_map(|&s| stream[s..s + self.block_size + 1].iter().copied())
-                .collect();
+            let mut rows = Vec::with_capacity(starts.len() * (self.block_size + 1));
+            for &s in starts {
+                rows.extend(stream.window(s, self.block_size + 1)?);
+            }
             Tensor::from_vec(rows, (starts.len(), self.block_size + 1), &self.device)?
         };
         let inputs = ids.narrow(1, 0, self.block_size)?;

@@ -111,3 +111,94 @@ fn nsp_pairs_are_half_random_and_fit() {
         }
     }
 }
+
+/// A tiny causal-LM recipe on a generated corpus in `dir`.
+fn clm_recipe(dir: &Path, cache: Option<PathBuf>) -> PretrainRecipe {
+    let corpus: String = (0..400)
+        .map(|i| format!("line {i}: the quick brown fox {}\n", "ab".repeat(i % 7)))
+        .collect();
+    let file = dir.join("corpus.txt");
+    std::fs::write(&file, corpus).unwrap();
+    let mut recipe = PretrainRecipe::default();
+    recipe.data.train_files = vec![file];
+    recipe.data.block_size = 16;
+    recipe.data.sampling = Sampling::RandomWindows;
+    recipe.data.token_cache_dir = cache;
+    recipe.model.config = Some(
+        toml::from_str(
+            "model_type = \"gpt2\"\nn_layer = 1\nn_head = 2\nn_embd = 16\nn_positions = 32",
+        )
+        .unwrap(),
+    );
+    recipe
+}
+
+#[test]
+fn disk_token_cache_trains_exactly_like_memory() {
+    let dir = std::env::temp_dir().join(format!("hone-token-cache-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let device = Device::Cpu;
+    let (model, in_memory) = PretrainTask::prepare(&clm_recipe(&dir, None), &device).unwrap();
+    let cache = dir.join("cache");
+    let (_, on_disk) =
+        PretrainTask::prepare(&clm_recipe(&dir, Some(cache.clone())), &device).unwrap();
+    assert!(!in_memory.train_stream.is_file_backed());
+    assert!(on_disk.train_stream.is_file_backed());
+
+    // The file holds every token (train and validation split) as 4 bytes.
+    let total = in_memory.train_stream.len() + in_memory.valid_stream.len();
+    let bytes = std::fs::metadata(cache.join("train.bin")).unwrap().len();
+    assert_eq!(bytes, 4 * total as u64);
+    // Streaming tokenization equals tokenizing the whole text at once.
+    let text = std::fs::read_to_string(dir.join("corpus.txt")).unwrap();
+    let whole: Vec<u32> = in_memory
+        .tokenizer
+        .inner()
+        .encode(text.as_str(), false)
+        .unwrap()
+        .get_ids()
+        .to_vec();
+    assert_eq!(whole.len(), total);
+    let (train, valid) = (&on_disk.train_stream, &on_disk.valid_stream);
+    assert_eq!(train.window(0, train.len()).unwrap(), whole[..train.len()]);
+    assert_eq!(valid.window(0, valid.len()).unwrap(), whole[train.len()..]);
+    assert!(
+        valid.window(1, valid.len()).is_err(),
+        "windows past the end are refused"
+    );
+
+    assert_eq!(in_memory.num_train_examples(), on_disk.num_train_examples());
+    let batch = [0, 7, on_disk.num_train_examples() - 1];
+    let a: f32 = in_memory
+        .training_loss(&model, &batch)
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    let b: f32 = on_disk
+        .training_loss(&model, &batch)
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert_eq!(a, b);
+    assert_eq!(
+        in_memory.evaluate(&model, None).unwrap(),
+        on_disk.evaluate(&model, None).unwrap()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn max_train_chars_keeps_a_prefix() {
+    let dir = std::env::temp_dir().join(format!("hone-token-prefix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut recipe = clm_recipe(&dir, None);
+    recipe.data.max_train_chars = Some(1000);
+    recipe.data.validation_split = 0.0;
+    let (_, task) = PretrainTask::prepare(&recipe, &Device::Cpu).unwrap();
+    // One character per token.
+    assert_eq!(task.train_stream.len(), 1000);
+    let text = std::fs::read_to_string(dir.join("corpus.txt")).unwrap();
+    let ids = task.train_stream.window(0, 1000).unwrap();
+    assert_eq!(task.tokenizer.decode(&ids, false).unwrap(), text[..1000]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
