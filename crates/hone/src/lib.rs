@@ -16,6 +16,12 @@ pub mod tasks;
 pub mod tokenization;
 pub mod training;
 
+/// Let cuBLAS run f32 matrix products in TF32 on Ampere and newer GPUs (PyTorch's
+/// `allow_tf32`): much faster, with a 10-bit mantissa. No effect on the CPU.
+pub fn set_tf32(enabled: bool) {
+    candle_core::cuda::set_gemm_reduced_precision_f32(enabled);
+}
+
 /// Pick the compute device from a `--device` string: `cpu`, `cuda` or `cuda:N`.
 pub fn device_from_str(spec: &str) -> anyhow::Result<candle_core::Device> {
     match spec {

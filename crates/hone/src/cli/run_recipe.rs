@@ -28,6 +28,9 @@ pub struct RecipeRunArgs {
     /// cpu, cuda or cuda:N (overrides the recipe).
     #[arg(long)]
     pub device: Option<String>,
+    /// fp32, bf16 or fp16 (overrides the recipe's `precision`).
+    #[arg(long)]
+    pub precision: Option<hone::training::Precision>,
 }
 
 impl RecipeRunArgs {
@@ -37,6 +40,10 @@ impl RecipeRunArgs {
         if let Some(d) = &self.device {
             training.device = d.clone();
         }
+        if let Some(p) = self.precision {
+            (training.precision, training.bf16, training.fp16) = (p, false, false);
+        }
+        hone::set_tf32(training.tf32);
         hone::device_from_str(&training.device)
     }
 }

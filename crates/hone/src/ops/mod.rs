@@ -6,9 +6,11 @@
 //! whose gradients candle derives by itself. The CPU kernels are the reference the tests
 //! compare the composite versions against.
 
+mod autocast;
 mod cpu;
 mod loss;
 
+pub use autocast::{autocast, AutocastGuard};
 pub use loss::{binary_cross_entropy_with_logits, cross_entropy, mse_loss, CrossEntropyOptions};
 
 use candle_core::{DType, Result, Tensor, D};
@@ -52,6 +54,20 @@ pub fn attention(
     mask: Option<&Tensor>,
     dropout: Option<&Tensor>,
 ) -> Result<Tensor> {
+    if let Some(dtype) = autocast::autocast_dtype_for(q) {
+        // Both products in `dtype`, the softmax in f32.
+        let low = |t: &Tensor| t.contiguous()?.to_dtype(dtype);
+        let scores = low(q)?.matmul(&low(k)?.t()?)?.to_dtype(DType::F32)?;
+        let probs = scaled_masked_softmax(&scores, scale, mask)?;
+        let probs = match dropout {
+            Some(d) => probs.broadcast_mul(&d.to_dtype(DType::F32)?)?,
+            None => probs,
+        };
+        return probs
+            .to_dtype(dtype)?
+            .matmul(&low(v)?)?
+            .to_dtype(DType::F32);
+    }
     let (b, h, tq, _) = q.dims4()?;
     let tk = k.dim(2)?;
     let fused = use_fused(q)
@@ -98,7 +114,8 @@ pub fn attention_merged(
 ) -> Result<Tensor> {
     let (b, tq, hd) = q.dims3()?;
     let tk = k.dim(1)?;
-    let fused = [q, k, v].iter().all(|t| use_fused(t))
+    let fused = autocast::autocast_dtype_for(q).is_none()
+        && [q, k, v].iter().all(|t| use_fused(t))
         && [mask, dropout]
             .iter()
             .flatten()
@@ -132,7 +149,8 @@ pub fn attention_packed(
     dropout: Option<&Tensor>,
 ) -> Result<Tensor> {
     let (b, t, w) = qkv.dims3()?;
-    let fused = use_fused(qkv)
+    let fused = autocast::autocast_dtype_for(qkv).is_none()
+        && use_fused(qkv)
         && [mask, dropout]
             .iter()
             .flatten()
@@ -197,6 +215,20 @@ pub fn linear(
     bias: Option<&Tensor>,
     weight_transposed: bool,
 ) -> Result<Tensor> {
+    if let Some(dtype) = autocast::autocast_dtype_for(x) {
+        let low = |t: &Tensor| t.to_dtype(dtype);
+        let w = if weight_transposed {
+            low(weight)?
+        } else {
+            low(weight)?.t()?
+        };
+        let y = low(x)?.broadcast_matmul(&w)?;
+        let y = match bias {
+            Some(b) => y.broadcast_add(&low(b)?)?,
+            None => y,
+        };
+        return y.to_dtype(DType::F32);
+    }
     let fused = use_fused(x)
         && use_fused(weight)
         && bias.is_none_or(use_fused)

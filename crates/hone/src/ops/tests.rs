@@ -483,3 +483,45 @@ fn residual_add_matches_composite_forward_and_backward() {
         assert_eq!(max_abs_diff(&gh1, &gh2), 0.0);
     }
 }
+
+#[test]
+fn autocast_runs_products_in_bf16_and_hands_back_f32_gradients() {
+    let x = randn(&[2, 5, 12], 40);
+    let w = Var::from_tensor(&(randn(&[7, 12], 41) * 0.3).unwrap()).unwrap();
+    let b = Var::from_tensor(&randn(&[7], 42)).unwrap();
+    let fp32 = linear(&x, w.as_tensor(), Some(b.as_tensor()), false).unwrap();
+    let low = {
+        let _bf16 = autocast(Some(DType::BF16));
+        linear(&x, w.as_tensor(), Some(b.as_tensor()), false).unwrap()
+    };
+    assert_eq!(low.dtype(), DType::F32);
+    let diff = max_abs_diff(&fp32, &low);
+    // bf16 keeps 8 bits of mantissa: relative error ~ 2^-8 on sums of 12 products ~ 3.
+    assert!(diff > 0.0 && diff < 0.15, "bf16 linear differs by {diff}");
+    let grads = low.sum_all().unwrap().backward().unwrap();
+    let gw = grads
+        .get(w.as_tensor())
+        .expect("the weight gets a gradient");
+    assert_eq!(gw.dtype(), DType::F32, "master weights keep f32 gradients");
+    assert!(
+        grads.get(b.as_tensor()).is_some(),
+        "the bias gets a gradient"
+    );
+    // The guard restores fp32.
+    let again = linear(&x, w.as_tensor(), Some(b.as_tensor()), false).unwrap();
+    assert_eq!(max_abs_diff(&fp32, &again), 0.0);
+
+    // Attention under autocast stays close to the fused f32 kernel.
+    let (q, k, v) = (
+        randn(&[1, 2, 6, 4], 43),
+        randn(&[1, 2, 6, 4], 44),
+        randn(&[1, 2, 6, 4], 45),
+    );
+    let exact = attention(&q, &k, &v, 0.5, None, None).unwrap();
+    let low = {
+        let _bf16 = autocast(Some(DType::BF16));
+        attention(&q, &k, &v, 0.5, None, None).unwrap()
+    };
+    let diff = max_abs_diff(&exact, &low);
+    assert!(diff > 0.0 && diff < 0.1, "bf16 attention differs by {diff}");
+}

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::precision::Precision;
+
 /// When to evaluate (and checkpoint).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -80,8 +82,16 @@ pub struct TrainingArguments {
     pub progress: bool,
     /// cpu, cuda, cuda:N.
     pub device: String,
-    /// fp32 (bf16/fp16 need a GPU build).
-    pub precision: String,
+    /// fp32, or bf16 / fp16 mixed precision (matrix products in the lower precision, fp32
+    /// master weights; fp16 adds dynamic loss scaling). Meant for GPUs: on the CPU the
+    /// low-precision products are emulated and slower than fp32.
+    pub precision: Precision,
+    /// Hugging Face's switches for the same thing: `bf16 = true` means precision bf16.
+    pub bf16: bool,
+    /// `fp16 = true` means precision fp16.
+    pub fp16: bool,
+    /// fp32 matrix products in TF32 on Ampere+ GPUs (Hugging Face's `tf32`).
+    pub tf32: bool,
     /// Stop (as if interrupted) after this many updates in this process; for resume tests.
     #[serde(skip)]
     pub interrupt_after_steps: Option<usize>,
@@ -125,7 +135,10 @@ impl Default for TrainingArguments {
             freeze_parameters: vec![],
             progress: true,
             device: "cpu".into(),
-            precision: "fp32".into(),
+            precision: Precision::Fp32,
+            bf16: false,
+            fp16: false,
+            tf32: false,
             interrupt_after_steps: None,
         }
     }
@@ -153,5 +166,22 @@ impl TrainingArguments {
             p.push(format!("transformer.h.{i}."));
         }
         p
+    }
+}
+
+impl TrainingArguments {
+    /// The precision to train in, with Hugging Face's `bf16` / `fp16` switches folded in.
+    pub fn effective_precision(&self) -> anyhow::Result<Precision> {
+        match (self.bf16, self.fp16, self.precision) {
+            (true, true, _) => anyhow::bail!("bf16 and fp16 cannot both be true"),
+            (true, false, Precision::Fp32 | Precision::Bf16) => Ok(Precision::Bf16),
+            (false, true, Precision::Fp32 | Precision::Fp16) => Ok(Precision::Fp16),
+            (false, false, p) => Ok(p),
+            (_, _, p) => anyhow::bail!(
+                "precision = {p:?} contradicts bf16 = {} / fp16 = {}",
+                self.bf16,
+                self.fp16
+            ),
+        }
     }
 }

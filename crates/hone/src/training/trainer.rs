@@ -16,9 +16,10 @@ use serde::{Deserialize, Serialize};
 use super::args::{EvalStrategy, OptimizerKind, TrainingArguments};
 use super::log::MetricsLog;
 use super::optim::{
-    clip_grad_norm, global_grad_norm, select_params, AdamW, AdamWConfig, GradAccumulator,
-    NoDecayRule, Optimizer, OptimizerState, Sgd, SgdConfig,
+    clip_grad_norm, first_non_finite_grad, global_grad_norm, select_params, AdamW, AdamWConfig,
+    GradAccumulator, NoDecayRule, Optimizer, OptimizerState, Sgd, SgdConfig,
 };
+use super::precision::{GradScaler, Precision};
 use super::schedule::LrSchedule;
 use crate::model::LoadedModel;
 
@@ -64,6 +65,9 @@ pub struct TrainerState {
     pub loss_since_log: f64,
     pub steps_since_log: usize,
     pub done: bool,
+    /// fp16's loss scaler (absent in fp32 and bf16 runs).
+    #[serde(default)]
+    pub grad_scaler: Option<GradScaler>,
 }
 
 /// The outcome of [`Trainer::train`].
@@ -232,9 +236,10 @@ impl<'a, T: TrainingTask> Trainer<'a, T> {
     /// Run training (resuming from the latest checkpoint in `output_dir` when `resume`).
     pub fn train(&self, resume: bool) -> Result<TrainOutput> {
         let args = &self.args;
-        if args.precision != "fp32" {
-            bail!("precision `{}` is not supported yet: hone trains in fp32 (bf16/fp16 mixed precision is planned for the CUDA path)", args.precision)
-        }
+        let precision = args.effective_precision()?;
+        // Forward passes (training and evaluation) of this thread run their matrix
+        // products in the lower precision until the guard drops at the end of training.
+        let _autocast = crate::ops::autocast(precision.autocast_dtype());
         let out_dir = args.output_dir.clone();
         let mut optimizer = self.build_optimizer()?;
         let schedule = self.schedule()?;
@@ -246,10 +251,18 @@ impl<'a, T: TrainingTask> Trainer<'a, T> {
         }
         let log = MetricsLog::new(&out_dir.join("metrics.jsonl"))?;
 
-        let mut state = TrainerState::default();
+        let mut state = TrainerState {
+            grad_scaler: (precision == Precision::Fp16).then(GradScaler::default),
+            ..Default::default()
+        };
         if resume {
             let ckpt = latest_checkpoint(&out_dir)?.context("no checkpoint to resume from")?;
             state = self.restore(&ckpt, optimizer.as_mut())?;
+            // A scaler only in fp16 runs (the precision may differ from the first run's).
+            state.grad_scaler = match precision {
+                Precision::Fp16 => state.grad_scaler.or_else(|| Some(GradScaler::default())),
+                _ => None,
+            };
             tracing::info!(
                 "resuming from {} at step {}",
                 ckpt.display(),
@@ -286,8 +299,10 @@ impl<'a, T: TrainingTask> Trainer<'a, T> {
                         state.batch_in_epoch
                     )
                 }
-                let grads = (loss / accum as f64)?.backward()?;
-                acc.add(optimizer.params(), &grads, 1.0)?;
+                // fp16: backward through the scaled loss, unscale as the gradients add up.
+                let loss_scale = state.grad_scaler.as_ref().map_or(1.0, |s| s.scale);
+                let grads = (loss * (loss_scale / accum as f64))?.backward()?;
+                acc.add(optimizer.params(), &grads, 1.0 / loss_scale)?;
                 state.loss_since_log += loss_value as f64 / accum as f64;
                 micro_in_update += 1;
                 examples_seen += batch.len();
@@ -304,7 +319,30 @@ impl<'a, T: TrainingTask> Trainer<'a, T> {
                     global_grad_norm(optimizer.params(), &grads)?
                 };
                 let lr = schedule.lr_at(state.global_step as u64);
-                optimizer.step(&grads, lr)?;
+                let finite = grad_norm.is_finite();
+                if let Some(scaler) = state.grad_scaler.as_mut() {
+                    // An fp16 overflow skips the update and lowers the scale.
+                    if scaler.update(finite) {
+                        optimizer.step(&grads, lr)?;
+                    } else {
+                        tracing::warn!(
+                            "fp16 gradients overflowed at update {}: update skipped, loss scale now {}",
+                            state.global_step + 1,
+                            scaler.scale
+                        );
+                    }
+                } else if finite {
+                    optimizer.step(&grads, lr)?;
+                } else {
+                    let name = first_non_finite_grad(optimizer.params(), &grads)?;
+                    bail!(
+                        "the gradient of `{}` is not finite at update {} (epoch {}, batch {}): stopping; checkpoints already written are untouched",
+                        name.unwrap_or_default(),
+                        state.global_step + 1,
+                        state.epoch,
+                        state.batch_in_epoch
+                    )
+                }
                 state.global_step += 1;
                 state.steps_since_log += 1;
                 steps_this_run += 1;
@@ -312,7 +350,8 @@ impl<'a, T: TrainingTask> Trainer<'a, T> {
                 let epoch_float =
                     state.epoch as f64 + state.batch_in_epoch as f64 / batches.len() as f64;
 
-                if state.global_step % args.logging_steps.max(1) == 0 || state.global_step == total
+                if state.global_step.is_multiple_of(args.logging_steps.max(1))
+                    || state.global_step == total
                 {
                     let mean_loss = state.loss_since_log / state.steps_since_log.max(1) as f64;
                     let secs = started.elapsed().as_secs_f64();
@@ -336,7 +375,7 @@ impl<'a, T: TrainingTask> Trainer<'a, T> {
                 let eval_now = match args.eval_strategy {
                     EvalStrategy::No => false,
                     EvalStrategy::Steps => {
-                        state.global_step % args.eval_steps.max(1) == 0 || finished
+                        state.global_step.is_multiple_of(args.eval_steps.max(1)) || finished
                     }
                     EvalStrategy::Epoch => epoch_end || finished,
                 };

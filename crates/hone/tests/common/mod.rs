@@ -1,6 +1,8 @@
 //! Paths and comparisons shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod synthetic;
+
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor, Var};
