@@ -175,16 +175,14 @@ impl<L: Ord + Clone + Display> ClassificationReport<L> {
         let mut per_class = Vec::with_capacity(n);
         let (mut ps, mut rs, mut fs) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..n {
-            let (p, r, f) = prf(c.tp[i], c.pred[i], c.truth[i], zd);
-            ps.push(p);
-            rs.push(r);
-            fs.push(f);
-            per_class.push(ClassMetrics {
-                precision: p,
-                recall: r,
-                f1: f,
-                support: c.truth[i] as usize,
-            });
+            let m = ClassMetrics::from_prf(
+                prf(c.tp[i], c.pred[i], c.truth[i], zd),
+                c.truth[i] as usize,
+            );
+            ps.push(m.precision);
+            rs.push(m.recall);
+            fs.push(m.f1);
+            per_class.push(m);
         }
         // Average rows report np.sum(s): the support summed over the selected labels.
         let support: usize = per_class.iter().map(|m| m.support).sum();
@@ -194,13 +192,7 @@ impl<L: Ord + Clone + Display> ClassificationReport<L> {
             c.pred.iter().sum::<f64>(),
             c.truth.iter().sum::<f64>(),
         );
-        let (mp, mr, mf) = prf(tp, pred, truth, zd);
-        let micro_avg = ClassMetrics {
-            precision: mp,
-            recall: mr,
-            f1: mf,
-            support,
-        };
+        let micro_avg = ClassMetrics::from_prf(prf(tp, pred, truth, zd), support);
         let macro_avg = ClassMetrics {
             precision: nan_average(&ps, None),
             recall: nan_average(&rs, None),
@@ -260,12 +252,11 @@ impl<L: Ord + Clone + Display> ClassificationReport<L> {
     /// sklearn's text report with `digits` decimals.
     pub fn to_text(&self, digits: usize) -> String {
         let names: Vec<String> = self.labels.iter().map(|l| l.to_string()).collect();
-        let name_width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
-        let width = name_width.max("weighted avg".len()).max(digits);
+        let width = format::name_width(names.iter().map(String::as_str), digits);
 
         let mut s = format::header(width);
         for (name, m) in names.iter().zip(&self.per_class) {
-            s += &format::row(name, m.precision, m.recall, m.f1, m.support, width, digits);
+            s += &format::row(name, m, width, digits);
             s.push('\n');
         }
         s.push('\n');
@@ -281,23 +272,14 @@ impl<L: Ord + Clone + Display> ClassificationReport<L> {
                 m.support
             );
         } else {
-            let m = &self.micro_avg;
-            s += &format::row(
-                "micro avg",
-                m.precision,
-                m.recall,
-                m.f1,
-                m.support,
-                width,
-                digits,
-            );
+            s += &format::row("micro avg", &self.micro_avg, width, digits);
             s.push('\n');
         }
         for (name, m) in [
             ("macro avg", &self.macro_avg),
             ("weighted avg", &self.weighted_avg),
         ] {
-            s += &format::row(name, m.precision, m.recall, m.f1, m.support, width, digits);
+            s += &format::row(name, m, width, digits);
             s.push('\n');
         }
         s

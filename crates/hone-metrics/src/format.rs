@@ -1,6 +1,8 @@
 //! Text-table helpers reproducing the Python `str.format` specs used by scikit-learn and
 //! seqeval (`'{:>{width}s} ' + ' {:>9.{digits}f}' * 3 + ' {:>9}'`).
 
+use crate::ClassMetrics;
+
 /// Python's `'{:.{digits}f}'.format(x)`: Rust already rounds the exact binary value half-to-even
 /// like CPython, only the spelling of non-finite values differs.
 pub(crate) fn fixed(x: f64, digits: usize) -> String {
@@ -23,21 +25,25 @@ pub(crate) fn header(width: usize) -> String {
     s
 }
 
+/// Width of the name column: the longest name, but never narrower than the "weighted avg" row
+/// label or `digits` (the Python references use the same rule).
+pub(crate) fn name_width<'a>(names: impl IntoIterator<Item = &'a str>, digits: usize) -> usize {
+    let longest = names
+        .into_iter()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(0);
+    longest.max("weighted avg".len()).max(digits)
+}
+
 /// One metrics row without the trailing newline.
-pub(crate) fn row(
-    name: &str,
-    p: f64,
-    r: f64,
-    f1: f64,
-    support: usize,
-    width: usize,
-    digits: usize,
-) -> String {
+pub(crate) fn row(name: &str, m: &ClassMetrics, width: usize, digits: usize) -> String {
     format!(
-        "{name:>width$}  {:>9} {:>9} {:>9} {support:>9}",
-        fixed(p, digits),
-        fixed(r, digits),
-        fixed(f1, digits)
+        "{name:>width$}  {:>9} {:>9} {:>9} {:>9}",
+        fixed(m.precision, digits),
+        fixed(m.recall, digits),
+        fixed(m.f1, digits),
+        m.support
     )
 }
 
@@ -57,7 +63,12 @@ mod tests {
     #[test]
     fn row_layout() {
         assert_eq!(
-            row("a", 0.5, 1.0, 2.0 / 3.0, 3, 12, 2),
+            row(
+                "a",
+                &ClassMetrics::from_prf((0.5, 1.0, 2.0 / 3.0), 3),
+                12,
+                2
+            ),
             "           a       0.50      1.00      0.67         3"
         );
     }

@@ -5,7 +5,7 @@
 //! * [`seqeval`]: seqeval's entity-level NER metrics (default conlleval-like mode and strict
 //!   scheme-aware mode);
 //! * [`bleu`]: sacrebleu's BLEU with the `13a` tokenizer;
-//! * [`perplexity`]: perplexity from token negative log-likelihoods.
+//! * [`perplexity`](mod@perplexity): perplexity from token negative log-likelihoods.
 //!
 //! The goal is numerical parity (to ~1e-12) with the Python references so that numbers printed
 //! by hone can be compared directly with numbers produced by Hugging Face tooling.
@@ -111,6 +111,16 @@ pub struct ClassMetrics {
 }
 
 impl ClassMetrics {
+    /// A row from the `(precision, recall, f1)` triple the `prf` helpers return.
+    pub(crate) fn from_prf((precision, recall, f1): (f64, f64, f64), support: usize) -> Self {
+        ClassMetrics {
+            precision,
+            recall,
+            f1,
+            support,
+        }
+    }
+
     /// JSON object shaped like a Python `output_dict` row (support as float, NaN as null).
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({

@@ -138,3 +138,18 @@ pub fn text_width(text: &str) -> u32 {
         n * ADVANCE - 1
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn font_covers_printable_ascii() {
+        for c in ' '..='~' {
+            let g = glyph(c);
+            assert_eq!(g.iter().all(|&b| b == 0), c == ' ', "{c:?}");
+        }
+        assert_eq!(glyph('\u{e9}'), [0x7F, 0x41, 0x41, 0x41, 0x7F]);
+        assert_eq!(text_width("ab"), 11);
+    }
+}
