@@ -21,6 +21,23 @@ fn recipe(name: &str) -> std::path::PathBuf {
     std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples")).join(name)
 }
 
+/// `hone pretrain` on an example recipe with Tiny Shakespeare, output to `out`, and each of
+/// `overrides` passed as `--set`.
+fn pretrain(recipe_name: &str, out: &std::path::Path, overrides: &[&str]) -> bool {
+    let data = shared_dir().join("data/tinyshakespeare/input.txt");
+    let mut cmd = hone();
+    cmd.args(["pretrain", "--log", "warn", "--config"])
+        .arg(recipe(recipe_name))
+        .arg("--set")
+        .arg(format!("data.train_files=[\"{}\"]", data.display()))
+        .arg("--set")
+        .arg(format!("output_dir=\"{}\"", out.display()));
+    for o in overrides.iter().copied().chain(["progress=false"]) {
+        cmd.args(["--set", o]);
+    }
+    cmd.status().unwrap().success()
+}
+
 fn eval_losses(dir: &std::path::Path) -> Vec<f64> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap()
@@ -32,33 +49,17 @@ fn eval_losses(dir: &std::path::Path) -> Vec<f64> {
 #[test]
 fn causal_lm_recipe_trains_and_generates() {
     let out = out_dir("clm");
-    let data = shared_dir().join("data/tinyshakespeare/input.txt");
-    let status = hone()
-        .args(["pretrain", "--log", "warn", "--config"])
-        .arg(recipe("shakespeare-char-cpu.toml"))
-        .arg("--set")
-        .arg(format!("data.train_files=[\"{}\"]", data.display()))
-        .arg("--set")
-        .arg(format!("output_dir=\"{}\"", out.display()))
-        .args([
-            "--set",
+    assert!(pretrain(
+        "shakespeare-char-cpu.toml",
+        &out,
+        &[
             "max_steps=60",
-            "--set",
             "lr_decay_steps=60",
-            "--set",
             "eval_steps=30",
-        ])
-        .args([
-            "--set",
             "max_eval_batches=4",
-            "--set",
             "data.max_train_chars=200000",
-            "--set",
-            "progress=false",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+        ]
+    ));
     let losses = eval_losses(&out);
     assert_eq!(losses.len(), 2, "evaluations at steps 30 and 60");
     // A uniform guess over 65 characters is ln 65 = 4.17; training must beat it clearly.
@@ -99,45 +100,21 @@ fn causal_lm_recipe_trains_and_generates() {
 #[test]
 fn mlm_nsp_recipe_trains_a_small_bert() {
     let out = out_dir("mlm");
-    let data = shared_dir().join("data/tinyshakespeare/input.txt");
-    let status = hone()
-        .args(["pretrain", "--log", "warn", "--config"])
-        .arg(recipe("bert-mlm-small.toml"))
-        .arg("--set")
-        .arg(format!("data.train_files=[\"{}\"]", data.display()))
-        .arg("--set")
-        .arg(format!("output_dir=\"{}\"", out.display()))
-        .args([
-            "--set",
+    assert!(pretrain(
+        "bert-mlm-small.toml",
+        &out,
+        &[
             "model.tokenizer_vocab_size=2000",
-            "--set",
             "max_steps=8",
-            "--set",
             "eval_strategy=\"steps\"",
-        ])
-        .args([
-            "--set",
             "eval_steps=4",
-            "--set",
             "max_eval_batches=2",
-            "--set",
             "per_device_train_batch_size=8",
-        ])
-        .args([
-            "--set",
             "model.config.hidden_size=64",
-            "--set",
             "model.config.intermediate_size=128",
-        ])
-        .args([
-            "--set",
             "model.config.num_hidden_layers=2",
-            "--set",
-            "progress=false",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+        ]
+    ));
     let losses = eval_losses(&out);
     assert_eq!(losses.len(), 2);
     assert!(losses.iter().all(|l| l.is_finite() && *l > 0.0));

@@ -7,7 +7,6 @@ use hone_metrics::{ClassificationReport, ZeroDivision};
 
 use hone::inference::classify::TextClassifier;
 use hone::inference::ner::TokenClassifier;
-use hone::model::loading::{ModelDir, Task};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -48,11 +47,7 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> Result<()> {
     let device = hone::device_from_str(&args.device)?;
-    let model_dir = ModelDir::open(&args.model_dir)?;
-    if matches!(
-        Task::from_config(&model_dir.config)?,
-        Task::TokenClassification { .. }
-    ) {
+    if super::is_token_classifier(&args.model_dir)? {
         return run_ner(&args, &device);
     }
     let classifier = TextClassifier::load(&args.model_dir, &device, args.max_length)?;

@@ -84,8 +84,6 @@ fn read_inputs(
     input: &str,
     text_columns: &[String],
 ) -> anyhow::Result<Vec<(String, Option<String>)>> {
-    use anyhow::Context;
-    use std::io::BufRead;
     let path = std::path::Path::new(input);
     if input != "-" && hone_data::TableFormat::from_path(path).is_some() {
         let spec = hone_data::TableSpec::default().text_columns(text_columns.to_vec());
@@ -96,19 +94,36 @@ fn read_inputs(
             .map(|e| (e.texts[0].clone(), e.texts.get(1).cloned()))
             .collect());
     }
-    let lines: Vec<String> = if input == "-" {
-        std::io::stdin()
-            .lock()
-            .lines()
-            .enumerate()
-            .map(|(i, l)| l.with_context(|| format!("stdin line {}: not valid UTF-8", i + 1)))
-            .collect::<anyhow::Result<_>>()?
-    } else {
-        hone_data::read_lines(path)?
-    };
+    let lines = read_lines_or_stdin(input)?;
     Ok(lines
         .into_iter()
         .filter(|l| !l.trim().is_empty())
         .map(|l| (l, None))
         .collect())
+}
+
+/// Every line of a file, or of stdin for `-`; invalid UTF-8 names the line.
+fn read_lines_or_stdin(input: &str) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context;
+    use std::io::BufRead;
+    if input != "-" {
+        return Ok(hone_data::read_lines(input)?);
+    }
+    std::io::stdin()
+        .lock()
+        .lines()
+        .enumerate()
+        .map(|(i, l)| l.with_context(|| format!("stdin line {}: not valid UTF-8", i + 1)))
+        .collect()
+}
+
+/// Whether the model directory holds a token-classification (NER) model, which `eval` and
+/// `predict` handle apart from sequence classifiers.
+fn is_token_classifier(dir: &std::path::Path) -> anyhow::Result<bool> {
+    use hone::model::loading::{ModelDir, Task};
+    let dir = ModelDir::open(dir)?;
+    Ok(matches!(
+        Task::from_config(&dir.config)?,
+        Task::TokenClassification { .. }
+    ))
 }

@@ -1,12 +1,11 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 
 use hone::inference::classify::TextClassifier;
 use hone::inference::ner::TokenClassifier;
-use hone::model::loading::{ModelDir, Task};
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
@@ -37,11 +36,7 @@ pub struct PredictArgs {
 
 pub fn run(args: PredictArgs) -> Result<()> {
     let device = hone::device_from_str(&args.device)?;
-    let model_dir = ModelDir::open(&args.model_dir)?;
-    if matches!(
-        Task::from_config(&model_dir.config)?,
-        Task::TokenClassification { .. }
-    ) {
+    if super::is_token_classifier(&args.model_dir)? {
         return run_ner(&args, &device);
     }
     if args.format != "text" {
@@ -69,17 +64,7 @@ enum ConllLine {
 /// Read CoNLL-style input leniently (any number of columns, token first; the same number
 /// on every token line): sentences of tokens, and the lines to write back.
 fn read_conll_input(input: &str) -> Result<(Vec<ConllLine>, Vec<Vec<String>>)> {
-    let lines: Vec<String> = if input == "-" {
-        use std::io::BufRead;
-        std::io::stdin()
-            .lock()
-            .lines()
-            .enumerate()
-            .map(|(i, l)| l.with_context(|| format!("stdin line {}: not valid UTF-8", i + 1)))
-            .collect::<Result<_>>()?
-    } else {
-        hone_data::read_lines(std::path::Path::new(input))?
-    };
+    let lines = super::read_lines_or_stdin(input)?;
     let mut out = Vec::with_capacity(lines.len());
     let mut sentences = Vec::new();
     let mut current: Vec<String> = Vec::new();

@@ -325,24 +325,10 @@ impl PretrainTask {
             read_documents(&data.validation_files, &data.document_mode)?
         };
         let (train, valid) = (encode_docs(docs)?, encode_docs(valid_docs)?);
-        self.train_instances = nsp_instances(
-            &train,
-            self.block_size,
-            cls,
-            sep,
-            data.nsp_probability,
-            nsp,
-            &mut rng,
-        );
-        self.valid_instances = nsp_instances(
-            &valid,
-            self.block_size,
-            cls,
-            sep,
-            data.nsp_probability,
-            nsp,
-            &mut rng,
-        );
+        let (block, p) = (self.block_size, data.nsp_probability);
+        let mut instances =
+            |docs: &[Vec<Vec<u32>>]| nsp_instances(docs, block, cls, sep, p, nsp, &mut rng);
+        (self.train_instances, self.valid_instances) = (instances(&train), instances(&valid));
         if self.train_instances.is_empty() {
             bail!("no training instances could be built from the corpus")
         }
