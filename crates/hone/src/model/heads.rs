@@ -46,6 +46,24 @@ pub struct BertForSequenceClassification {
     pub problem: ProblemType,
 }
 
+/// The dropout and `classifier` linear layer both classification heads put on the encoder
+/// (`classifier_dropout`, else the hidden dropout, as Hugging Face does).
+fn classifier_head(
+    vb: VarBuilder,
+    c: &BertConfig,
+    num_labels: usize,
+    mode: &TrainingMode,
+) -> Result<(Dropout, Linear)> {
+    let p = c.classifier_dropout.unwrap_or(c.hidden_dropout_prob);
+    let classifier = Linear::new(
+        vb.pp("classifier"),
+        c.hidden_size,
+        num_labels,
+        c.initializer_range,
+    )?;
+    Ok((Dropout::new(p, mode), classifier))
+}
+
 impl BertForSequenceClassification {
     pub fn new(
         vb: VarBuilder,
@@ -55,16 +73,10 @@ impl BertForSequenceClassification {
         mode: &TrainingMode,
     ) -> Result<Self> {
         let bert = BertModel::new(vb.pp("bert"), c, true, mode)?;
-        let p = c.classifier_dropout.unwrap_or(c.hidden_dropout_prob);
-        let classifier = Linear::new(
-            vb.pp("classifier"),
-            c.hidden_size,
-            num_labels,
-            c.initializer_range,
-        )?;
+        let (dropout, classifier) = classifier_head(vb, c, num_labels, mode)?;
         Ok(Self {
             bert,
-            dropout: Dropout::new(p, mode),
+            dropout,
             classifier,
             problem,
         })
@@ -110,16 +122,10 @@ impl BertForTokenClassification {
     ) -> Result<Self> {
         // Hugging Face builds this head without the pooler.
         let bert = BertModel::new(vb.pp("bert"), c, false, mode)?;
-        let p = c.classifier_dropout.unwrap_or(c.hidden_dropout_prob);
-        let classifier = Linear::new(
-            vb.pp("classifier"),
-            c.hidden_size,
-            num_labels,
-            c.initializer_range,
-        )?;
+        let (dropout, classifier) = classifier_head(vb, c, num_labels, mode)?;
         Ok(Self {
             bert,
-            dropout: Dropout::new(p, mode),
+            dropout,
             classifier,
         })
     }

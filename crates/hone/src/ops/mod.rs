@@ -70,23 +70,8 @@ pub fn attention(
     }
     let (b, h, tq, _) = q.dims4()?;
     let tk = k.dim(2)?;
-    let fused = use_fused(q)
-        && [k, v].iter().all(|t| use_fused(t))
-        && [mask, dropout]
-            .iter()
-            .flatten()
-            .all(|t| t.device().is_cpu());
-    if fused {
-        let bcast = |t: Option<&Tensor>| {
-            t.map(|t| t.to_dtype(DType::F32)?.broadcast_as((b, h, tq, tk)))
-                .transpose()
-        };
-        let op = cpu::Attention {
-            scale: scale as f32,
-            mask: bcast(mask)?,
-            dropout: bcast(dropout)?,
-            input: cpu::QkvInput::Heads,
-        };
+    if fuse_attention(&[q, k, v], mask, dropout) {
+        let op = attention_op(scale, mask, dropout, (b, h, tq, tk), cpu::QkvInput::Heads)?;
         q.apply_op3(k, v, op)?.transpose(1, 2)
     } else {
         let scores = q.contiguous()?.matmul(&k.contiguous()?.t()?)?;
@@ -114,19 +99,9 @@ pub fn attention_merged(
 ) -> Result<Tensor> {
     let (b, tq, hd) = q.dims3()?;
     let tk = k.dim(1)?;
-    let fused = autocast::autocast_dtype_for(q).is_none()
-        && [q, k, v].iter().all(|t| use_fused(t))
-        && [mask, dropout]
-            .iter()
-            .flatten()
-            .all(|t| t.device().is_cpu());
-    if fused {
-        let op = cpu::Attention {
-            scale: scale as f32,
-            mask: broadcast_probs(mask, (b, heads, tq, tk))?,
-            dropout: broadcast_probs(dropout, (b, heads, tq, tk))?,
-            input: cpu::QkvInput::Merged { heads },
-        };
+    if fuse_attention(&[q, k, v], mask, dropout) {
+        let input = cpu::QkvInput::Merged { heads };
+        let op = attention_op(scale, mask, dropout, (b, heads, tq, tk), input)?;
         q.apply_op3(k, v, op)
     } else {
         let split = |t: &Tensor| -> Result<Tensor> {
@@ -149,20 +124,9 @@ pub fn attention_packed(
     dropout: Option<&Tensor>,
 ) -> Result<Tensor> {
     let (b, t, w) = qkv.dims3()?;
-    let fused = autocast::autocast_dtype_for(qkv).is_none()
-        && use_fused(qkv)
-        && [mask, dropout]
-            .iter()
-            .flatten()
-            .all(|t| t.device().is_cpu());
-    if fused {
-        let op = cpu::Attention {
-            scale: scale as f32,
-            mask: broadcast_probs(mask, (b, heads, t, t))?,
-            dropout: broadcast_probs(dropout, (b, heads, t, t))?,
-            input: cpu::QkvInput::Packed { heads },
-        };
-        qkv.apply_op1(op)
+    if fuse_attention(&[qkv], mask, dropout) {
+        let input = cpu::QkvInput::Packed { heads };
+        qkv.apply_op1(attention_op(scale, mask, dropout, (b, heads, t, t), input)?)
     } else {
         let d = w / 3;
         let (q, k, v) = (
@@ -172,6 +136,33 @@ pub fn attention_packed(
         );
         attention_merged(&q, &k, &v, heads, scale, mask, dropout)
     }
+}
+
+/// Whether the fused CPU attention kernel takes these inputs: f32 on the CPU, and no
+/// autocast (whose products run in lower precision through candle's matmul instead).
+fn fuse_attention(inputs: &[&Tensor], mask: Option<&Tensor>, dropout: Option<&Tensor>) -> bool {
+    autocast::autocast_dtype_for(inputs[0]).is_none()
+        && inputs.iter().all(|t| use_fused(t))
+        && [mask, dropout]
+            .iter()
+            .flatten()
+            .all(|t| t.device().is_cpu())
+}
+
+/// The fused attention kernel for probabilities of shape `probs` `[B, H, Tq, Tk]`.
+fn attention_op(
+    scale: f64,
+    mask: Option<&Tensor>,
+    dropout: Option<&Tensor>,
+    probs: (usize, usize, usize, usize),
+    input: cpu::QkvInput,
+) -> Result<cpu::Attention> {
+    Ok(cpu::Attention {
+        scale: scale as f32,
+        mask: broadcast_probs(mask, probs)?,
+        dropout: broadcast_probs(dropout, probs)?,
+        input,
+    })
 }
 
 /// An attention mask or dropout mask as f32 broadcast to the probabilities' shape.
