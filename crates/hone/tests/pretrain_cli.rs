@@ -25,6 +25,16 @@ fn recipe(name: &str) -> std::path::PathBuf {
 /// `overrides` passed as `--set`.
 fn pretrain(recipe_name: &str, out: &std::path::Path, overrides: &[&str]) -> bool {
     let data = shared_dir().join("data/tinyshakespeare/input.txt");
+    pretrain_on(recipe_name, &data, out, overrides)
+}
+
+/// [`pretrain`] on the corpus `data`.
+fn pretrain_on(
+    recipe_name: &str,
+    data: &std::path::Path,
+    out: &std::path::Path,
+    overrides: &[&str],
+) -> bool {
     let mut cmd = hone();
     cmd.args(["pretrain", "--log", "warn", "--config"])
         .arg(recipe(recipe_name))
@@ -128,5 +138,57 @@ fn mlm_nsp_recipe_trains_a_small_bert() {
         model.model,
         hone::model::TaskModel::PreTraining(_)
     ));
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// Tiny model settings for the MLM+NSP recipes: a few updates, two evaluations.
+const TINY_BERT: &[&str] = &[
+    "model.tokenizer_vocab_size=2000",
+    "max_steps=4",
+    "eval_strategy=\"steps\"",
+    "eval_steps=2",
+    "max_eval_batches=2",
+    "per_device_train_batch_size=8",
+    "model.config.hidden_size=64",
+    "model.config.intermediate_size=128",
+    "model.config.num_hidden_layers=2",
+];
+
+#[test]
+fn sst2_corpus_script_and_domain_adaptive_recipe() {
+    let out = out_dir("sst2-corpus");
+    std::fs::create_dir_all(&out).unwrap();
+    let corpus = out.join("sst2-train.txt");
+    let train_tsv = shared_dir().join("data/sst2/train.tsv");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/sst2-corpus.sh");
+    let status = Command::new("bash")
+        .arg(script)
+        .arg(&train_tsv)
+        .arg(&corpus)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Every data row's sentence, in order, labels dropped; a blank line after every 16.
+    let rows: Vec<String> = std::fs::read_to_string(&train_tsv)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').next().unwrap().trim_end().to_string())
+        .collect();
+    let text = std::fs::read_to_string(&corpus).unwrap();
+    let docs: Vec<Vec<&str>> = text.split("\n\n").map(|d| d.lines().collect()).collect();
+    assert_eq!(docs.len(), rows.len().div_ceil(16));
+    assert!(docs[..docs.len() - 1].iter().all(|d| d.len() == 16));
+    let sentences: Vec<&str> = docs.concat();
+    assert_eq!(sentences, rows);
+
+    let model = out.join("model");
+    assert!(pretrain_on(
+        "bert-mlm-sst2.toml",
+        &corpus,
+        &model,
+        TINY_BERT
+    ));
+    assert_eq!(eval_losses(&model).len(), 2);
     std::fs::remove_dir_all(&out).unwrap();
 }
