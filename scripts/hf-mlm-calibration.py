@@ -13,7 +13,7 @@ from tokenizers import Tokenizer
 from transformers import BertConfig, BertForMaskedLM, get_linear_schedule_with_warmup
 torch.manual_seed(42); random.seed(42); torch.set_num_threads(1)
 tok = Tokenizer.from_file(sys.argv[1])
-V = tok.get_vocab_size(); cls, sep, msk, pad = (tok.token_to_id(t) for t in ["[CLS]","[SEP]","[MASK]","[PAD]"])
+V = tok.get_vocab_size(); cls, sep, msk = (tok.token_to_id(t) for t in ["[CLS]","[SEP]","[MASK]"])
 docs = [d for d in open(sys.argv[2]).read().split("\n\n") if d.strip()]
 random.shuffle(docs); nv = math.ceil(len(docs)*0.05)
 def blocks(ds):

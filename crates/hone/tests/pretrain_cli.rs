@@ -107,24 +107,23 @@ fn causal_lm_recipe_trains_and_generates() {
     std::fs::remove_dir_all(&out).unwrap();
 }
 
+/// Tiny model settings for the MLM+NSP recipes: eight updates, two evaluations.
+const TINY_BERT: &[&str] = &[
+    "model.tokenizer_vocab_size=2000",
+    "max_steps=8",
+    "eval_strategy=\"steps\"",
+    "eval_steps=4",
+    "max_eval_batches=2",
+    "per_device_train_batch_size=8",
+    "model.config.hidden_size=64",
+    "model.config.intermediate_size=128",
+    "model.config.num_hidden_layers=2",
+];
+
 #[test]
 fn mlm_nsp_recipe_trains_a_small_bert() {
     let out = out_dir("mlm");
-    assert!(pretrain(
-        "bert-mlm-small.toml",
-        &out,
-        &[
-            "model.tokenizer_vocab_size=2000",
-            "max_steps=8",
-            "eval_strategy=\"steps\"",
-            "eval_steps=4",
-            "max_eval_batches=2",
-            "per_device_train_batch_size=8",
-            "model.config.hidden_size=64",
-            "model.config.intermediate_size=128",
-            "model.config.num_hidden_layers=2",
-        ]
-    ));
+    assert!(pretrain("bert-mlm-small.toml", &out, TINY_BERT));
     let losses = eval_losses(&out);
     assert_eq!(losses.len(), 2);
     assert!(losses.iter().all(|l| l.is_finite() && *l > 0.0));
@@ -140,19 +139,6 @@ fn mlm_nsp_recipe_trains_a_small_bert() {
     ));
     std::fs::remove_dir_all(&out).unwrap();
 }
-
-/// Tiny model settings for the MLM+NSP recipes: a few updates, two evaluations.
-const TINY_BERT: &[&str] = &[
-    "model.tokenizer_vocab_size=2000",
-    "max_steps=4",
-    "eval_strategy=\"steps\"",
-    "eval_steps=2",
-    "max_eval_batches=2",
-    "per_device_train_batch_size=8",
-    "model.config.hidden_size=64",
-    "model.config.intermediate_size=128",
-    "model.config.num_hidden_layers=2",
-];
 
 #[test]
 fn sst2_corpus_script_and_domain_adaptive_recipe() {
