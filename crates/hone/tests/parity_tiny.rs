@@ -113,3 +113,46 @@ fn tiny_bert_pretraining_logits_loss_and_gradients() {
     let grads = loss.backward().unwrap();
     assert_grad_norms(&model.params.params(), &grads, &fx["grad_l2"], 1e-3);
 }
+
+/// The training path that runs the MLM head only at masked rows must give the fixture's
+/// loss and gradients too.
+#[test]
+fn tiny_bert_pretraining_masked_rows_loss_matches_the_full_loss() {
+    let fx = read_fixture("tiny_bert_pretraining_expected.json");
+    let model = LoadedModel::load(&fixture("tiny-bert-pretraining"), &Device::Cpu).unwrap();
+    let TaskModel::PreTraining(bert) = &model.model else {
+        panic!("expected BertForPreTraining")
+    };
+    let ids = tensor2(&u32_rows(&fx["input_ids"]));
+    let types = tensor2(&u32_rows(&fx["token_type_ids"]));
+    let mask = ids.ones_like().unwrap();
+    let flat: Vec<i64> = i64_rows(&fx["mlm_labels"]).concat();
+    let (positions, targets): (Vec<u32>, Vec<i64>) = flat
+        .iter()
+        .enumerate()
+        .filter(|(_, &l)| l != -100)
+        .map(|(i, &l)| (i as u32, l))
+        .unzip();
+    assert!(positions.len() < flat.len(), "some rows are skipped");
+    let nsp: Vec<i64> = fx["next_sentence_label"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect();
+    let loss = bert
+        .masked_loss(
+            &ids,
+            &types,
+            &mask,
+            &Tensor::new(positions, &Device::Cpu).unwrap(),
+            &Tensor::new(targets, &Device::Cpu).unwrap(),
+            Some(&Tensor::new(nsp, &Device::Cpu).unwrap()),
+        )
+        .unwrap();
+    let got: f32 = loss.to_scalar().unwrap();
+    let want = fx["total_loss"].as_f64().unwrap() as f32;
+    assert!((got - want).abs() < 1e-5, "loss {got} vs {want}");
+    let grads = loss.backward().unwrap();
+    assert_grad_norms(&model.params.params(), &grads, &fx["grad_l2"], 1e-3);
+}

@@ -243,6 +243,37 @@ impl BertForPreTraining {
         })
     }
 
+    /// The training loss of [`Self::loss`] without the vocabulary logits of unmasked
+    /// positions: the encoder runs over every token, but the MLM head only over the flat
+    /// `positions` (`b * T + t`, u32) whose labels are `targets` (i64). The value and the
+    /// gradients are those of the full loss (the skipped rows carry label -100); the
+    /// decoder's `[B*T, vocab]` product, the largest in a small BERT, shrinks to the 15% of
+    /// rows that count.
+    pub fn masked_loss(
+        &self,
+        ids: &Tensor,
+        type_ids: &Tensor,
+        mask: &Tensor,
+        positions: &Tensor,
+        targets: &Tensor,
+        next_sentence_labels: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let out = self.bert.forward(ids, type_ids, mask)?;
+        let (b, t, h) = out.sequence.dims3()?;
+        let picked = out
+            .sequence
+            .reshape((b * t, h))?
+            .index_select(positions, 0)?;
+        let logits = self.mlm.forward(&picked)?;
+        let mlm = cross_entropy(&logits, targets, &CrossEntropyOptions::default())?;
+        match (&self.nsp, &out.pooled, next_sentence_labels) {
+            (Some(nsp), Some(pooled), Some(labels)) => {
+                mlm + cross_entropy(&nsp.forward(pooled)?, labels, &Default::default())?
+            }
+            _ => Ok(mlm),
+        }
+    }
+
     /// MLM cross-entropy over labels != -100, plus NSP cross-entropy when given.
     pub fn loss(
         &self,

@@ -406,12 +406,6 @@ impl PretrainTask {
                     .chain(std::iter::repeat_n(-100, t - l.len()))
             })
             .collect();
-        let labels = Tensor::from_vec(label_rows, (instances.len(), t), &self.device)?;
-        let out = bert.forward(
-            &batch.input_ids,
-            &batch.token_type_ids,
-            &batch.attention_mask,
-        )?;
         let nsp = match self.objective {
             Objective::MlmNsp => Some(Tensor::new(
                 instances.iter().map(|i| i.nsp_label).collect::<Vec<_>>(),
@@ -419,7 +413,31 @@ impl PretrainTask {
             )?),
             _ => None,
         };
-        Ok(bert.loss(&out, &labels, nsp.as_ref())?)
+        let (positions, targets): (Vec<u32>, Vec<i64>) = label_rows
+            .iter()
+            .enumerate()
+            .filter(|(_, &l)| l != -100)
+            .map(|(i, &l)| (i as u32, l))
+            .unzip();
+        if positions.is_empty() {
+            // Nothing selected (tiny batches): the full loss says what that means.
+            let labels = Tensor::from_vec(label_rows, (instances.len(), t), &self.device)?;
+            let out = bert.forward(
+                &batch.input_ids,
+                &batch.token_type_ids,
+                &batch.attention_mask,
+            )?;
+            return Ok(bert.loss(&out, &labels, nsp.as_ref())?);
+        }
+        let n = positions.len();
+        Ok(bert.masked_loss(
+            &batch.input_ids,
+            &batch.token_type_ids,
+            &batch.attention_mask,
+            &Tensor::from_vec(positions, n, &self.device)?,
+            &Tensor::from_vec(targets, n, &self.device)?,
+            nsp.as_ref(),
+        )?)
     }
 
     /// A masking RNG that depends only on the seed and the batch, so a resumed run masks
