@@ -257,6 +257,34 @@ impl LoadedModel {
         Self::build(config, task, ParamStore::fresh(seed), device, seed)
     }
 
+    /// Replace the learned absolute position table of a fresh model by Vaswani et al.'s
+    /// sinusoids, scaled to the random init's RMS (`initializer_range`). The table stays a
+    /// trainable parameter with Hugging Face's name; only its starting point changes. Why:
+    /// with random rows, attending "to the previous token" must be learned separately for
+    /// every position, which keeps small masked LMs on the unigram plateau for a long time;
+    /// with sinusoids every fixed offset is one linear map of the table.
+    pub fn init_sinusoidal_positions(&self) -> Result<()> {
+        let std = match &self.config.arch {
+            ArchConfig::Bert(c) => c.initializer_range,
+            ArchConfig::Gpt2(c) => c.initializer_range,
+        };
+        let (name, var) = self
+            .params
+            .params()
+            .into_iter()
+            .find(|(n, _)| {
+                n.ends_with("embeddings.position_embeddings.weight") || n.ends_with("wpe.weight")
+            })
+            .context("the model has no learned position embeddings")?;
+        let (rows, dim) = var.dims2()?;
+        let table = super::layers::sinusoidal_table(rows, dim, &self.device)?
+            .affine(std * std::f64::consts::SQRT_2, 0.0)?
+            .to_dtype(var.dtype())?;
+        var.set(&table)
+            .with_context(|| format!("cannot initialise {name}"))?;
+        Ok(())
+    }
+
     /// Total number of parameters.
     pub fn num_parameters(&self) -> usize {
         self.params

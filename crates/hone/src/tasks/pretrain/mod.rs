@@ -56,6 +56,18 @@ pub struct PretrainModelArgs {
     /// Without a tokenizer, masked LM trains a WordPiece vocabulary of this size on the
     /// training files.
     pub tokenizer_vocab_size: usize,
+    /// How a fresh model's learned position table starts: "random" (Hugging Face's normal
+    /// init) or "sinusoidal" (Vaswani et al.'s table at the same scale, still trained).
+    pub position_init: PositionInit,
+}
+
+/// Starting point of a fresh model's position embeddings (`[model] position_init`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PositionInit {
+    #[default]
+    Random,
+    Sinusoidal,
 }
 
 impl Default for PretrainModelArgs {
@@ -65,6 +77,7 @@ impl Default for PretrainModelArgs {
             tokenizer: None,
             config: None,
             tokenizer_vocab_size: 8000,
+            position_init: PositionInit::Random,
         }
     }
 }
@@ -207,7 +220,11 @@ impl PretrainTask {
                     .or_insert(toml::Value::Integer(vocab_size as i64));
                 let json = serde_json::to_string(&cfg)?;
                 let config = ModelConfig::parse(&json).context("invalid [model.config]")?;
-                LoadedModel::from_scratch(config, task.clone(), device, seed)?
+                let model = LoadedModel::from_scratch(config, task.clone(), device, seed)?;
+                if recipe.model.position_init == PositionInit::Sinusoidal {
+                    model.init_sinusoidal_positions()?;
+                }
+                model
             }
         };
         let mut me = Self {

@@ -202,3 +202,50 @@ fn max_train_chars_keeps_a_prefix() {
     assert_eq!(task.tokenizer.decode(&ids, false).unwrap(), text[..1000]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn sinusoidal_position_init_replaces_the_random_table() {
+    let dir = std::env::temp_dir().join(format!("hone-pos-init-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut recipe = clm_recipe(&dir, None);
+    let (random, _) = PretrainTask::prepare(&recipe, &Device::Cpu).unwrap();
+    recipe.model.position_init = PositionInit::Sinusoidal;
+    let (sinusoidal, _) = PretrainTask::prepare(&recipe, &Device::Cpu).unwrap();
+    let table = |m: &LoadedModel| {
+        m.params
+            .get("transformer.wpe.weight")
+            .expect("GPT-2 position table")
+            .to_vec2::<f32>()
+            .unwrap()
+    };
+    let (r, s) = (table(&random), table(&sinusoidal));
+    assert_eq!((s.len(), s[0].len()), (32, 16));
+    // Row p holds sin/cos(p / 10000^(2i/16)) scaled by 0.02 * sqrt(2), GPT-2's init std.
+    let scale = 0.02 * std::f64::consts::SQRT_2;
+    for (p, row) in s.iter().enumerate() {
+        for (i, &x) in row.iter().enumerate() {
+            let angle = p as f64 / 10000f64.powf((i - i % 2) as f64 / 16.0);
+            let want = scale * if i % 2 == 0 { angle.sin() } else { angle.cos() };
+            assert!((x as f64 - want).abs() < 1e-6, "({p},{i}): {x} vs {want}");
+        }
+    }
+    // Same RMS as the random table it replaces (both about 0.02).
+    let rms = |t: &[Vec<f32>]| {
+        let v: Vec<f32> = t.concat();
+        (v.iter().map(|x| (x * x) as f64).sum::<f64>() / v.len() as f64).sqrt()
+    };
+    assert!((rms(&s) - 0.02).abs() < 2e-3, "{}", rms(&s));
+    assert!((rms(&r) - 0.02).abs() < 2e-3, "{}", rms(&r));
+    // Nothing else changes: the word embeddings are the seed's.
+    let wte = |m: &LoadedModel| {
+        m.params
+            .get("transformer.wte.weight")
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    assert_eq!(wte(&random), wte(&sinusoidal));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
