@@ -154,19 +154,64 @@ fn sst2_corpus_script_and_domain_adaptive_recipe() {
         .status()
         .unwrap();
     assert!(status.success());
-    // Every data row's sentence, in order, labels dropped; a blank line after every 16.
+    // Every data row's sentence (spaces normalised), labels dropped, exactly once.
     let rows: Vec<String> = std::fs::read_to_string(&train_tsv)
         .unwrap()
         .lines()
         .skip(1)
-        .map(|l| l.split('\t').next().unwrap().trim_end().to_string())
+        .map(|l| {
+            let sentence = l.split('\t').next().unwrap();
+            sentence.split_whitespace().collect::<Vec<_>>().join(" ")
+        })
+        .filter(|s| !s.is_empty())
         .collect();
     let text = std::fs::read_to_string(&corpus).unwrap();
-    let docs: Vec<Vec<&str>> = text.split("\n\n").map(|d| d.lines().collect()).collect();
-    assert_eq!(docs.len(), rows.len().div_ceil(16));
-    assert!(docs[..docs.len() - 1].iter().all(|d| d.len() == 16));
-    let sentences: Vec<&str> = docs.concat();
-    assert_eq!(sentences, rows);
+    let docs: Vec<Vec<&str>> = text
+        .trim_end()
+        .split("\n\n")
+        .map(|d| d.lines().collect())
+        .collect();
+    let mut sentences: Vec<&str> = docs.concat();
+    let mut sorted_rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+    sentences.sort_unstable();
+    sorted_rows.sort_unstable();
+    assert_eq!(sentences, sorted_rows);
+    // A document is a sentence followed by its word spans, longest first.
+    let padded = |s: &str| format!(" {s} ");
+    for doc in &docs {
+        let head = padded(doc[0]);
+        for pair in doc.windows(2) {
+            assert!(pair[0].split(' ').count() >= pair[1].split(' ').count());
+        }
+        for line in &doc[1..] {
+            assert!(
+                head.contains(&padded(line)),
+                "{line:?} is no span of {head:?}"
+            );
+        }
+    }
+    // Sentences that start documents are spans of no other (sampled: the first 200).
+    let heads: Vec<String> = docs.iter().map(|d| padded(d[0])).collect();
+    for (i, head) in heads.iter().enumerate().take(200) {
+        let inside = heads
+            .iter()
+            .enumerate()
+            .find(|(j, other)| *j != i && other.contains(head.as_str()));
+        assert!(inside.is_none(), "{head:?} is a span of {inside:?}");
+    }
+    // Documents come in the order their first row appears in the file.
+    let first_row = |d: &Vec<&str>| {
+        d.iter()
+            .map(|s| rows.iter().position(|r| r == s).unwrap())
+            .min()
+            .unwrap()
+    };
+    let firsts: Vec<usize> = docs.iter().take(50).map(first_row).collect();
+    assert!(firsts.windows(2).all(|w| w[0] < w[1]), "{firsts:?}");
+    assert!(
+        docs.len() * 4 < rows.len(),
+        "most rows join a longer sentence"
+    );
 
     let model = out.join("model");
     assert!(pretrain_on(
