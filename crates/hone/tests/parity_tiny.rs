@@ -53,18 +53,24 @@ fn tiny_gpt2_logits_loss_and_gradients() {
     assert_grad_norms(&model.params.params(), &grads, &fx["grad_l2"], 1e-3);
 }
 
-#[test]
-fn tiny_bert_pretraining_logits_loss_and_gradients() {
+/// The tiny BERT-pretraining checkpoint and the fixture's batch.
+struct TinyBertBatch {
+    fx: serde_json::Value,
+    model: LoadedModel,
+    ids: Tensor,
+    types: Tensor,
+    mask: Tensor,
+    label_rows: Vec<Vec<i64>>,
+    nsp: Tensor,
+}
+
+fn tiny_bert_batch() -> TinyBertBatch {
     let fx = read_fixture("tiny_bert_pretraining_expected.json");
     let model = LoadedModel::load(&fixture("tiny-bert-pretraining"), &Device::Cpu).unwrap();
-    let TaskModel::PreTraining(bert) = &model.model else {
-        panic!("expected BertForPreTraining")
-    };
     let ids = tensor2(&u32_rows(&fx["input_ids"]));
     let types = tensor2(&u32_rows(&fx["token_type_ids"]));
     let mask = ids.ones_like().unwrap();
-    let labels_rows = i64_rows(&fx["mlm_labels"]);
-    let labels = tensor2(&labels_rows);
+    let label_rows = i64_rows(&fx["mlm_labels"]);
     let nsp: Vec<i64> = fx["next_sentence_label"]
         .as_array()
         .unwrap()
@@ -72,6 +78,32 @@ fn tiny_bert_pretraining_logits_loss_and_gradients() {
         .map(|x| x.as_i64().unwrap())
         .collect();
     let nsp = Tensor::new(nsp, &Device::Cpu).unwrap();
+    TinyBertBatch {
+        fx,
+        model,
+        ids,
+        types,
+        mask,
+        label_rows,
+        nsp,
+    }
+}
+
+#[test]
+fn tiny_bert_pretraining_logits_loss_and_gradients() {
+    let TinyBertBatch {
+        fx,
+        model,
+        ids,
+        types,
+        mask,
+        label_rows: labels_rows,
+        nsp,
+    } = tiny_bert_batch();
+    let TaskModel::PreTraining(bert) = &model.model else {
+        panic!("expected BertForPreTraining")
+    };
+    let labels = tensor2(&labels_rows);
 
     let out = bert.forward(&ids, &types, &mask).unwrap();
     // The fixture lists the MLM logits at the first masked position of each row.
@@ -118,41 +150,26 @@ fn tiny_bert_pretraining_logits_loss_and_gradients() {
 /// loss and gradients too.
 #[test]
 fn tiny_bert_pretraining_masked_rows_loss_matches_the_full_loss() {
-    let fx = read_fixture("tiny_bert_pretraining_expected.json");
-    let model = LoadedModel::load(&fixture("tiny-bert-pretraining"), &Device::Cpu).unwrap();
-    let TaskModel::PreTraining(bert) = &model.model else {
+    let b = tiny_bert_batch();
+    let TaskModel::PreTraining(bert) = &b.model.model else {
         panic!("expected BertForPreTraining")
     };
-    let ids = tensor2(&u32_rows(&fx["input_ids"]));
-    let types = tensor2(&u32_rows(&fx["token_type_ids"]));
-    let mask = ids.ones_like().unwrap();
-    let flat: Vec<i64> = i64_rows(&fx["mlm_labels"]).concat();
-    let (positions, targets): (Vec<u32>, Vec<i64>) = flat
-        .iter()
-        .enumerate()
-        .filter(|(_, &l)| l != -100)
-        .map(|(i, &l)| (i as u32, l))
-        .unzip();
+    let flat: Vec<i64> = b.label_rows.concat();
+    let (positions, targets) = hone::model::heads::masked_rows(&flat);
     assert!(positions.len() < flat.len(), "some rows are skipped");
-    let nsp: Vec<i64> = fx["next_sentence_label"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_i64().unwrap())
-        .collect();
     let loss = bert
         .masked_loss(
-            &ids,
-            &types,
-            &mask,
+            &b.ids,
+            &b.types,
+            &b.mask,
             &Tensor::new(positions, &Device::Cpu).unwrap(),
             &Tensor::new(targets, &Device::Cpu).unwrap(),
-            Some(&Tensor::new(nsp, &Device::Cpu).unwrap()),
+            Some(&b.nsp),
         )
         .unwrap();
     let got: f32 = loss.to_scalar().unwrap();
-    let want = fx["total_loss"].as_f64().unwrap() as f32;
+    let want = b.fx["total_loss"].as_f64().unwrap() as f32;
     assert!((got - want).abs() < 1e-5, "loss {got} vs {want}");
     let grads = loss.backward().unwrap();
-    assert_grad_norms(&model.params.params(), &grads, &fx["grad_l2"], 1e-3);
+    assert_grad_norms(&b.model.params.params(), &grads, &b.fx["grad_l2"], 1e-3);
 }

@@ -190,6 +190,17 @@ impl MlmHead {
     }
 }
 
+/// The rows `[B*T]` labels select for the masked-LM loss (`!= -100`) as flat u32 positions,
+/// with their target ids: the inputs of [`BertForPreTraining::masked_loss`].
+pub fn masked_rows(labels: &[i64]) -> (Vec<u32>, Vec<i64>) {
+    labels
+        .iter()
+        .enumerate()
+        .filter(|(_, &l)| l != -100)
+        .map(|(i, &l)| (i as u32, l))
+        .unzip()
+}
+
 /// `BertForPreTraining`: masked LM over every position plus next-sentence prediction on the
 /// pooled `[CLS]`. With `nsp = false` it is `BertForMaskedLM` (no pooler, no NSP head).
 #[derive(Debug, Clone)]

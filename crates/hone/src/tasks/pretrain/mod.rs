@@ -430,12 +430,7 @@ impl PretrainTask {
             )?),
             _ => None,
         };
-        let (positions, targets): (Vec<u32>, Vec<i64>) = label_rows
-            .iter()
-            .enumerate()
-            .filter(|(_, &l)| l != -100)
-            .map(|(i, &l)| (i as u32, l))
-            .unzip();
+        let (positions, targets) = crate::model::heads::masked_rows(&label_rows);
         if positions.is_empty() {
             // Nothing selected (tiny batches): the full loss says what that means.
             let labels = Tensor::from_vec(label_rows, (instances.len(), t), &self.device)?;
