@@ -554,3 +554,35 @@ fn generate_cli_streams_what_the_library_generates() {
     let lib = generate(&model, &tok, prompt, &cfg, |_| {}).unwrap();
     assert_eq!(stdout, format!("{prompt}{}\n", lib.text));
 }
+
+/// The `tokenizers` trainers number tokens (and break ties between merges) in the order of
+/// a hash map with a random seed per map; hone's training must not depend on it, or a
+/// pretraining recipe would build a different vocabulary, and so a different model, per run.
+#[test]
+fn training_twice_gives_the_same_tokenizer() {
+    let sst2 = head_file(
+        &shared_dir().join("data/sst2/train.tsv"),
+        3000,
+        "determinism",
+    );
+    for (kind, size) in [
+        (TokenizerKind::WordPiece, 1200),
+        (TokenizerKind::Bpe, 900),
+        (TokenizerKind::ByteLevelBpe, 700),
+    ] {
+        let json = || {
+            train_tokenizer(kind, std::slice::from_ref(&sst2), size, vec![], 0, true)
+                .unwrap()
+                .inner()
+                .to_string(false)
+                .unwrap()
+        };
+        let first = json();
+        for _ in 0..3 {
+            assert!(
+                json() == first,
+                "{kind:?}: a second training gave another tokenizer"
+            );
+        }
+    }
+}

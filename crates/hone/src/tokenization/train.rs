@@ -9,8 +9,14 @@
 //! - [`TokenizerKind::Char`]: one token per character, ids as nanoGPT's Shakespeare setting.
 //!
 //! Files are streamed line by line (`train_from_files`), never read whole.
+//!
+//! Training is deterministic: the same files give the same `tokenizer.json`, byte for byte.
+//! The `tokenizers` BPE trainer assigns ids (and so breaks ties between equally frequent
+//! merges) in the iteration order of its word-count map, whose hash seed is random per
+//! process. Here the words are counted through the tokenizer's own normalizer and
+//! pre-tokenizer ([`WordCounts`]) and handed to the trainer in a fixed-seed map.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -21,14 +27,14 @@ use tokenizers::decoders::fuse::Fuse;
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
 use tokenizers::models::bpe::{BpeTrainer, BPE};
 use tokenizers::models::wordlevel::{WordLevel, WordLevelTrainer};
-use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainer};
-use tokenizers::models::TrainerWrapper;
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::models::{ModelWrapper, TrainerWrapper};
 use tokenizers::normalizers::{BertNormalizer, Lowercase};
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::whitespace::Whitespace;
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::{AddedToken, Model, SplitDelimiterBehavior, Tokenizer};
+use tokenizers::{AddedToken, Model, SplitDelimiterBehavior, Tokenizer, Trainer};
 
 use super::TextTokenizer;
 
@@ -121,22 +127,24 @@ pub fn train_tokenizer(
 
     let mut tok = match kind {
         TokenizerKind::WordPiece => {
-            let mut tok = Tokenizer::new(
-                WordPiece::builder()
-                    .unk_token(unk.unwrap_or("[UNK]").into())
-                    .build()
-                    .map_err(err)?,
-            );
+            let mut tok = Tokenizer::new(BPE::default());
             tok.with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase)))
                 .map_err(err)?;
             tok.with_pre_tokenizer(Some(BertPreTokenizer));
-            let trainer = WordPieceTrainer::builder()
+            // WordPiece is trained as BPE with `##` continuations, as `WordPieceTrainer` does.
+            let trainer = BpeTrainer::builder()
                 .vocab_size(vocab_size)
                 .min_frequency(min_frequency)
                 .special_tokens(specials)
+                .continuing_subword_prefix("##".into())
                 .show_progress(false)
                 .build();
-            train(&mut tok, trainer.into(), file_names)?;
+            let mut bpe = BPE::builder()
+                .unk_token(unk.unwrap_or("[UNK]").into())
+                .build()
+                .map_err(err)?;
+            train_bpe(&mut tok, &trainer, &mut bpe, file_names)?;
+            tok.with_model(WordPiece::from_bpe(&bpe));
             let id = |t: &str| {
                 tok.token_to_id(t)
                     .with_context(|| format!("a WordPiece tokenizer needs a {t} special token"))
@@ -156,7 +164,7 @@ pub fn train_tokenizer(
             if let Some(u) = unk {
                 builder = builder.unk_token(u.into());
             }
-            let mut tok = Tokenizer::new(builder.build().map_err(err)?);
+            let mut tok = Tokenizer::new(BPE::default());
             if lowercase {
                 tok.with_normalizer(Some(Lowercase)).map_err(err)?;
             }
@@ -168,7 +176,9 @@ pub fn train_tokenizer(
                 .end_of_word_suffix("</w>".into())
                 .show_progress(false)
                 .build();
-            train(&mut tok, trainer.into(), file_names)?;
+            let mut bpe = builder.build().map_err(err)?;
+            train_bpe(&mut tok, &trainer, &mut bpe, file_names)?;
+            tok.with_model(bpe);
             tok.with_decoder(Some(BPEDecoder::new("</w>".into())));
             tok
         }
@@ -187,7 +197,9 @@ pub fn train_tokenizer(
                 .initial_alphabet(ByteLevel::alphabet().into_iter().collect::<HashSet<char>>())
                 .show_progress(false)
                 .build();
-            train(&mut tok, trainer.into(), file_names)?;
+            let mut bpe = BPE::default();
+            train_bpe(&mut tok, &trainer, &mut bpe, file_names)?;
+            tok.with_model(bpe);
             tok.with_post_processor(Some(byte_level));
             tok.with_decoder(Some(byte_level));
             tok
@@ -271,6 +283,65 @@ fn train_char(
     configure(&mut tok)?;
     tok.with_decoder(Some(Fuse::new()));
     Ok(tok)
+}
+
+/// Train `bpe` with `trainer` on the words of `files`, as `tok` normalises and splits them,
+/// independently of any per-process hash seed.
+fn train_bpe(
+    tok: &mut Tokenizer,
+    trainer: &BpeTrainer,
+    bpe: &mut BPE,
+    files: Vec<String>,
+) -> Result<()> {
+    let mut counts = WordCounts::default();
+    tok.train_from_files(&mut counts, files)
+        .map_err(|e| anyhow!("tokenizer training failed: {e}"))?;
+    // Fixed keys, and insertion in sorted order: the map iterates the same way every run.
+    let hasher = ahash::RandomState::with_seeds(0x686f6e65, 1, 2, 3);
+    let mut words = ahash::AHashMap::with_capacity_and_hasher(counts.words.len(), hasher);
+    words.extend(
+        counts
+            .words
+            .into_iter()
+            .map(|(w, c)| (compact_str::CompactString::from(w), c)),
+    );
+    trainer
+        .do_train(&words, bpe)
+        .map_err(|e| anyhow!("tokenizer training failed: {e}"))?;
+    Ok(())
+}
+
+/// A "trainer" that only counts the words `train_from_files` feeds it (after the tokenizer's
+/// normalizer and pre-tokenizer), in a sorted map; the real training happens in [`train_bpe`].
+#[derive(Default)]
+struct WordCounts {
+    words: BTreeMap<String, u64>,
+}
+
+impl Trainer for WordCounts {
+    type Model = ModelWrapper;
+
+    fn should_show_progress(&self) -> bool {
+        false
+    }
+
+    fn train(&self, _model: &mut ModelWrapper) -> tokenizers::Result<Vec<AddedToken>> {
+        Ok(Vec::new())
+    }
+
+    fn feed<I, S, F>(&mut self, iterator: I, process: F) -> tokenizers::Result<()>
+    where
+        I: Iterator<Item = S> + Send,
+        S: AsRef<str> + Send,
+        F: Fn(&str) -> tokenizers::Result<Vec<String>> + Sync,
+    {
+        for sequence in iterator {
+            for word in process(sequence.as_ref())? {
+                *self.words.entry(word).or_default() += 1;
+            }
+        }
+        Ok(())
+    }
 }
 
 fn train(tok: &mut Tokenizer, mut trainer: TrainerWrapper, files: Vec<String>) -> Result<()> {
