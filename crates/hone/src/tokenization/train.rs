@@ -260,7 +260,7 @@ fn train_char(
         .show_progress(false)
         .build()
         .map_err(err)?;
-    train(&mut counter, trainer.into(), file_names)?;
+    train(&mut counter, &mut TrainerWrapper::from(trainer), file_names)?;
     let chars: BTreeSet<String> = counter.get_model().get_vocab().into_keys().collect();
     if chars.is_empty() {
         bail!("the training files contain no characters")
@@ -294,8 +294,7 @@ fn train_bpe(
     files: Vec<String>,
 ) -> Result<()> {
     let mut counts = WordCounts::default();
-    tok.train_from_files(&mut counts, files)
-        .map_err(|e| anyhow!("tokenizer training failed: {e}"))?;
+    train(tok, &mut counts, files)?;
     // Fixed keys, and insertion in sorted order: the map iterates the same way every run.
     let hasher = ahash::RandomState::with_seeds(0x686f6e65, 1, 2, 3);
     let mut words = ahash::AHashMap::with_capacity_and_hasher(counts.words.len(), hasher);
@@ -344,8 +343,12 @@ impl Trainer for WordCounts {
     }
 }
 
-fn train(tok: &mut Tokenizer, mut trainer: TrainerWrapper, files: Vec<String>) -> Result<()> {
-    tok.train_from_files(&mut trainer, files)
+/// Feed `files` through `tok`'s normalizer and pre-tokenizer into `trainer`.
+fn train<T>(tok: &mut Tokenizer, trainer: &mut T, files: Vec<String>) -> Result<()>
+where
+    T: Trainer<Model = ModelWrapper> + Sync,
+{
+    tok.train_from_files(trainer, files)
         .map_err(|e| anyhow!("tokenizer training failed: {e}"))?;
     Ok(())
 }
