@@ -13,8 +13,9 @@ use crate::error::{DataError, Result};
 use crate::lines::LineReader;
 use crate::table::json_type;
 
-/// A chunk tagging scheme.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+/// A chunk tagging scheme. Read from text by [`FromStr`] (any case; `BIO`, `BIOES`
+/// accepted), also when deserialised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum TagScheme {
     /// `I-` everywhere inside a chunk; `B-` only starts a chunk that directly follows a chunk
     /// of the same type (original CoNLL-2003).
@@ -32,6 +33,22 @@ impl fmt::Display for TagScheme {
             TagScheme::IOB2 => "IOB2",
             TagScheme::IOBES => "IOBES",
         })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TagScheme {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = TagScheme;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a tag scheme: IOB1, IOB2 or IOBES")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<TagScheme, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Visitor)
     }
 }
 

@@ -9,12 +9,14 @@ use std::sync::Arc;
 use crate::error::{DataError, Result};
 use crate::lines::LineReader;
 
-/// Where one document ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where one document ends (a recipe's `document_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DocumentMode {
     /// Each file is one document.
+    #[serde(rename = "one_per_file")]
     OnePerFile,
     /// Blank lines separate documents (BERT pretraining format); files also end documents.
+    #[serde(rename = "blank_line")]
     BlankLineSeparated,
 }
 

@@ -126,9 +126,11 @@ pub fn tokenize_13a(line: &str) -> String {
 
 /// Tokenizer choice (the sacrebleu `tokenize` argument); only the language-independent ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Tokenize {
     /// `13a`, sacrebleu's default.
     #[default]
+    #[cfg_attr(feature = "clap", value(name = "13a"))]
     Tok13a,
     /// `none`: input is already tokenized.
     None,

@@ -1,16 +1,153 @@
-//! The `hone` command line.
+//! `hone`: the command line over the hone library (crate `hone_core`). Each subcommand is
+//! a thin wrapper that parses its arguments and calls the library's pipelines; what only a
+//! terminal needs (logging, progress bars, the metrics plot) lives here.
 
-mod cli;
+mod bench;
+mod callbacks;
+mod embed;
+mod eval;
+mod finetune;
+mod generate;
+mod info;
+mod predict;
+mod pretrain;
+mod run_recipe;
+mod score;
+mod tokenizer;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hone_core::runtime::Runtime;
+
+/// hone: build, pretrain, fine-tune, evaluate and use Transformer models.
+#[derive(Parser, Debug)]
+#[command(name = "hone", version, about)]
+struct Cli {
+    /// Log level filter (error, warn, info, debug, trace), or set RUST_LOG.
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+    /// CPU threads for the kernels and matrix products (default: one per core).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Describe a model directory: architecture, sizes, parameter count.
+    Info(info::InfoArgs),
+    /// Embed texts (arguments, or one per line on stdin) as JSON lines.
+    Embed(embed::EmbedArgs),
+    /// Fine-tune a pretrained checkpoint on a labelled file (a TOML recipe).
+    Finetune(finetune::FinetuneArgs),
+    /// Evaluate a fine-tuned model on a labelled file.
+    Eval(eval::EvalArgs),
+    /// Predict labels for texts (JSON lines out).
+    Predict(predict::PredictArgs),
+    /// Score predictions against gold labels or references.
+    Score(score::ScoreArgs),
+    /// Time a training step or a forward pass on random token ids.
+    Bench(bench::BenchArgs),
+    /// Pretrain a model from scratch or continue pretraining (MLM, MLM+NSP, causal LM).
+    Pretrain(pretrain::PretrainArgs),
+    /// Generate text with a causal language model.
+    Generate(generate::GenerateArgs),
+    /// Train or inspect tokenizers.
+    #[command(subcommand)]
+    Tokenizer(tokenizer::TokenizerCommand),
+}
 
 fn main() {
-    // candle's own CPU thread pool spin-waits beside rayon's (which our kernels and the GEMM
-    // use): with it off, a training step is 3-8% faster here. A user's setting wins.
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
-    }
-    if let Err(e) = cli::run() {
-        // One clear line for the user; no panic backtrace for their mistakes.
-        eprintln!("error: {e:#}");
+    if let Err(e) = run() {
+        eprintln!("error: {}", one_line(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes on one line. candle appends a backtrace to its errors when
+/// `RUST_BACKTRACE` is set: a user's mistake (a text longer than the model, say) gets the
+/// message, not the dump.
+fn one_line(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(|cause| {
+            let text = cause.to_string();
+            text.lines()
+                .next()
+                .unwrap_or_default()
+                .trim_end()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    Runtime {
+        threads: cli.threads,
+    }
+    .init()
+    .context("runtime set-up")?;
+    match cli.command {
+        Command::Info(a) => info::run(a),
+        Command::Embed(a) => embed::run(a),
+        Command::Finetune(a) => finetune::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Predict(a) => predict::run(a),
+        Command::Score(a) => score::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Pretrain(a) => pretrain::run(a),
+        Command::Generate(a) => generate::run(a),
+        Command::Tokenizer(c) => tokenizer::run(c),
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Inputs for prediction: a table file (text columns by name) or plain text lines
+/// (a file, or `-` for stdin).
+fn read_inputs(
+    input: &str,
+    text_columns: &[String],
+) -> anyhow::Result<Vec<(String, Option<String>)>> {
+    let path = std::path::Path::new(input);
+    if input != "-" && hone_data::TableFormat::from_path(path).is_some() {
+        let spec = hone_data::TableSpec::default().text_columns(text_columns.to_vec());
+        let table = hone_data::read_table(path, &spec)?;
+        return Ok(table
+            .examples
+            .into_iter()
+            .map(|e| (e.texts[0].clone(), e.texts.get(1).cloned()))
+            .collect());
+    }
+    let lines = read_lines_or_stdin(input)?;
+    Ok(lines
+        .into_iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| (l, None))
+        .collect())
+}
+
+/// Every line of a file, or of stdin for `-`; invalid UTF-8 names the line.
+fn read_lines_or_stdin(input: &str) -> anyhow::Result<Vec<String>> {
+    use std::io::BufRead;
+    if input != "-" {
+        return Ok(hone_data::read_lines(input)?);
+    }
+    std::io::stdin()
+        .lock()
+        .lines()
+        .enumerate()
+        .map(|(i, l)| l.with_context(|| format!("stdin line {}: not valid UTF-8", i + 1)))
+        .collect()
 }

@@ -1,15 +1,16 @@
 //! `hone embed` end to end: the CLI prints what the library computes, and user mistakes
 //! get one clear error line and a non-zero exit.
 
+#[path = "../../hone-core/tests/common/mod.rs"]
 mod common;
 
 use std::process::Command;
 
 use candle_core::Device;
 use common::*;
-use hone::inference::embed::{embed_texts, Pooling};
-use hone::model::LoadedModel;
-use hone::tokenization::TextTokenizer;
+use hone_core::inference::embed::{embed_texts, Pooling};
+use hone_core::model::{Encoder, Model};
+use hone_core::tokenization::TextTokenizer;
 
 fn hone() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hone"))
@@ -41,7 +42,10 @@ fn embed_cli_equals_library() {
         .collect();
     assert_eq!(lines.len(), 2);
 
-    let model = LoadedModel::load(&dir, &Device::Cpu).unwrap();
+    let model = Model::load(&dir, &Device::Cpu)
+        .unwrap()
+        .into_kind::<dyn Encoder>()
+        .unwrap();
     let mut tok = TextTokenizer::from_dir(&dir).unwrap();
     tok.set_max_length(Some(128)).unwrap();
     // One at a time in the library, batched (padded) in the CLI: padding must not matter.
@@ -131,7 +135,7 @@ fn wrong_tensor_shape_names_tensor_and_both_shapes() {
         dir.join("model.safetensors"),
     )
     .unwrap();
-    let err = match LoadedModel::load(&dir, &Device::Cpu) {
+    let err = match Model::load(&dir, &Device::Cpu) {
         Err(e) => format!("{e:#}"),
         Ok(_) => panic!("a shape mismatch must not load"),
     };

@@ -1,6 +1,7 @@
 //! Text generation (KV cache, greedy, sampling, stop strings, streaming) on the tiny GPT-2
 //! fixture, and tokenizer training (char, WordPiece, BPE, byte-level BPE) with its CLI.
 
+#[path = "../../hone-core/tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeSet;
@@ -10,21 +11,18 @@ use std::process::Command;
 
 use candle_core::{Device, IndexOp, Tensor};
 use common::*;
-use hone::inference::generate::{
+use hone_core::inference::generate::{
     generate, generate_ids, FinishReason, GenerationConfig, IdsOutput,
 };
-use hone::model::{Gpt2LmHeadModel, LoadedModel, TaskModel};
-use hone::tokenization::train::{train_tokenizer, TokenizerKind};
-use hone::tokenization::TextTokenizer;
+use hone_core::model::{CausalLm, Model};
+use hone_core::tokenization::train::{train_tokenizer, TokenizerKind};
+use hone_core::tokenization::TextTokenizer;
 
 const PROMPT: [u32; 5] = [17, 4, 250, 99, 3];
 
-fn tiny_gpt2() -> Gpt2LmHeadModel {
-    let loaded = LoadedModel::load(&fixture("tiny-gpt2"), &Device::Cpu).unwrap();
-    match loaded.model {
-        TaskModel::CausalLm(m) => m,
-        _ => panic!("tiny-gpt2 should load as a causal LM"),
-    }
+fn tiny_gpt2() -> std::sync::Arc<dyn CausalLm> {
+    let model = Model::load(&fixture("tiny-gpt2"), &Device::Cpu).unwrap();
+    model.into_kind::<dyn CausalLm>().unwrap().net
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -46,7 +44,7 @@ fn head_file(src: &Path, n: usize, name: &str) -> PathBuf {
     path
 }
 
-fn run_ids(model: &Gpt2LmHeadModel, cfg: &GenerationConfig) -> IdsOutput {
+fn run_ids(model: &dyn CausalLm, cfg: &GenerationConfig) -> IdsOutput {
     generate_ids(model, &PROMPT, cfg, |_| Ok(ControlFlow::Continue(()))).unwrap()
 }
 
@@ -61,8 +59,8 @@ fn sampling(seed: u64) -> GenerationConfig {
 
 /// Next-token logits from a full forward pass without cache over the last `n_positions`
 /// ids (nanoGPT's cropping).
-fn full_forward_logits(model: &Gpt2LmHeadModel, ids: &[u32]) -> Vec<f32> {
-    let window = &ids[ids.len().saturating_sub(model.config.n_positions)..];
+fn full_forward_logits(model: &dyn CausalLm, ids: &[u32]) -> Vec<f32> {
+    let window = &ids[ids.len().saturating_sub(model.config().max_positions())..];
     let x = Tensor::from_slice(window, (1, window.len()), &Device::Cpu).unwrap();
     let logits = model.forward(&x, None, None).unwrap();
     logits.i((0, window.len() - 1)).unwrap().to_vec1().unwrap()
@@ -88,9 +86,9 @@ fn cache_and_no_cache_give_the_same_logits_at_every_position() {
             output_logits: true,
             ..base
         };
-        let cached = run_ids(&model, &cfg);
+        let cached = run_ids(&*model, &cfg);
         let uncached = run_ids(
-            &model,
+            &*model,
             &GenerationConfig {
                 use_cache: false,
                 ..cfg.clone()
@@ -115,12 +113,12 @@ fn greedy_is_the_argmax_of_a_full_forward_step_by_step() {
         output_logits: true,
         ..GenerationConfig::greedy(70)
     };
-    let out = run_ids(&model, &cfg);
+    let out = run_ids(&*model, &cfg);
     assert_eq!(out.new_ids.len(), 70);
     assert_eq!(out.finish_reason, FinishReason::Length);
     let mut ids = PROMPT.to_vec();
     for (step, &got) in out.new_ids.iter().enumerate() {
-        let logits = full_forward_logits(&model, &ids);
+        let logits = full_forward_logits(&*model, &ids);
         assert!(
             max_abs_diff(&logits, &out.logits[step]) < 1e-4,
             "step {step}"
@@ -130,7 +128,7 @@ fn greedy_is_the_argmax_of_a_full_forward_step_by_step() {
     }
     // Deterministic: a second run (and temperature 0 instead of the flag) agrees.
     let again = run_ids(
-        &model,
+        &*model,
         &GenerationConfig {
             max_new_tokens: 70,
             temperature: 0.0,
@@ -143,23 +141,23 @@ fn greedy_is_the_argmax_of_a_full_forward_step_by_step() {
 #[test]
 fn a_seed_reproduces_a_sample_and_another_seed_does_not() {
     let model = tiny_gpt2();
-    let a = run_ids(&model, &sampling(1));
-    let b = run_ids(&model, &sampling(1));
-    let c = run_ids(&model, &sampling(2));
+    let a = run_ids(&*model, &sampling(1));
+    let b = run_ids(&*model, &sampling(1));
+    let c = run_ids(&*model, &sampling(2));
     assert_eq!(a.new_ids, b.new_ids);
     assert_ne!(a.new_ids, c.new_ids);
     // A random tiny model is close to uniform: sampling must not look like greedy.
-    let greedy = run_ids(&model, &GenerationConfig::greedy(24));
+    let greedy = run_ids(&*model, &GenerationConfig::greedy(24));
     assert_ne!(a.new_ids, greedy.new_ids);
 }
 
 #[test]
 fn top_k_one_and_tiny_top_p_are_greedy() {
     let model = tiny_gpt2();
-    let greedy = run_ids(&model, &GenerationConfig::greedy(24));
+    let greedy = run_ids(&*model, &GenerationConfig::greedy(24));
     for seed in [1, 2] {
         let top_k = run_ids(
-            &model,
+            &*model,
             &GenerationConfig {
                 top_k: Some(1),
                 ..sampling(seed)
@@ -167,7 +165,7 @@ fn top_k_one_and_tiny_top_p_are_greedy() {
         );
         assert_eq!(top_k.new_ids, greedy.new_ids);
         let top_p = run_ids(
-            &model,
+            &*model,
             &GenerationConfig {
                 top_p: Some(1e-6),
                 ..sampling(seed)
@@ -181,7 +179,7 @@ fn top_k_one_and_tiny_top_p_are_greedy() {
         output_logits: true,
         ..sampling(9)
     };
-    let out = run_ids(&model, &cfg);
+    let out = run_ids(&*model, &cfg);
     for (logits, &id) in out.logits.iter().zip(&out.new_ids) {
         let above = logits.iter().filter(|&&l| l > logits[id as usize]).count();
         assert!(above < 5, "token {id} has {above} more likely tokens");
@@ -191,11 +189,11 @@ fn top_k_one_and_tiny_top_p_are_greedy() {
 #[test]
 fn eos_and_callback_stop_generation() {
     let model = tiny_gpt2();
-    let greedy = run_ids(&model, &GenerationConfig::greedy(20));
+    let greedy = run_ids(&*model, &GenerationConfig::greedy(20));
     let eos = greedy.new_ids[6];
     let first = greedy.new_ids.iter().position(|&t| t == eos).unwrap();
     let out = run_ids(
-        &model,
+        &*model,
         &GenerationConfig {
             eos_token_id: Some(eos),
             ..GenerationConfig::greedy(20)
@@ -205,7 +203,7 @@ fn eos_and_callback_stop_generation() {
     assert_eq!(out.new_ids, greedy.new_ids[..=first]);
 
     let mut seen = Vec::new();
-    let out = generate_ids(&model, &PROMPT, &GenerationConfig::greedy(20), |id| {
+    let out = generate_ids(&*model, &PROMPT, &GenerationConfig::greedy(20), |id| {
         seen.push(id);
         Ok(if seen.len() == 3 {
             ControlFlow::Break(())
@@ -246,7 +244,7 @@ fn stop_strings_truncate_and_streaming_concatenates_to_the_text() {
         ..sampling(5)
     };
     let mut pieces = Vec::new();
-    let full = generate(&model, &tok, "First Citizen:", &cfg, |p| {
+    let full = generate(&*model, &tok, "First Citizen:", &cfg, |p| {
         pieces.push(p.to_string())
     })
     .unwrap();
@@ -276,7 +274,7 @@ fn stop_strings_truncate_and_streaming_concatenates_to_the_text() {
     let expected = &full.text[..full.text.find(&stop).unwrap()];
     let mut pieces = Vec::new();
     let cut = generate(
-        &model,
+        &*model,
         &tok,
         "First Citizen:",
         &GenerationConfig {
@@ -551,7 +549,7 @@ fn generate_cli_streams_what_the_library_generates() {
         seed: 4,
         ..Default::default()
     };
-    let lib = generate(&model, &tok, prompt, &cfg, |_| {}).unwrap();
+    let lib = generate(&*model, &tok, prompt, &cfg, |_| {}).unwrap();
     assert_eq!(stdout, format!("{prompt}{}\n", lib.text));
 }
 

@@ -3,6 +3,7 @@
 //! that `hone eval`, `hone predict` (CoNLL and raw text) and `hone score ner` agree with the
 //! trainer's evaluation of the saved model.
 
+#[path = "../../hone-core/tests/common/mod.rs"]
 mod common;
 
 use std::io::Write;

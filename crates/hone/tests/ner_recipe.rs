@@ -1,13 +1,15 @@
 //! `hone finetune` dispatches on the recipe's `task`; NER data errors surface with file and
 //! line before the output directory is touched.
 
+#[path = "../../hone-core/tests/common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use hone::recipe::load_recipe;
-use hone::tasks::ner::NerRecipe;
+use hone_core::recipe::load_recipe;
+use hone_core::tasks::ner::NerRecipe;
+use hone_core::tasks::FinetuneTask;
 
 fn repo() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
@@ -31,7 +33,7 @@ fn scratch(name: &str) -> PathBuf {
 #[test]
 fn the_conll2003_example_is_the_hf_recipe() {
     let r: NerRecipe = load_recipe(&repo().join("examples/conll2003.toml"), &[]).unwrap();
-    assert_eq!(r.task, "token-classification");
+    assert_eq!(r.task, FinetuneTask::TokenClassification);
     assert!(r.data.train_file.ends_with("conll2003/train.txt"));
     assert!(r
         .data

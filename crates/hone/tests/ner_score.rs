@@ -1,6 +1,7 @@
 //! `hone score ner`: entity-level scores of two CoNLL files equal seqeval's (the fixture was
 //! made with seqeval 1.2.2), and bad input is refused with the file and line.
 
+#[path = "../../hone-core/tests/common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};

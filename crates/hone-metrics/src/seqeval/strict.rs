@@ -8,16 +8,19 @@ use crate::{MetricsError, Result};
 
 /// A tagging scheme for strict mode (`seqeval.scheme`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Scheme {
     /// IOB1: `B-` only separates adjacent entities of the same type.
     IOB1,
     /// IOE1: `E-` only separates adjacent entities of the same type.
     IOE1,
     /// IOB2: every entity starts with `B-`.
+    #[cfg_attr(feature = "clap", value(alias = "bio"))]
     IOB2,
     /// IOE2: every entity ends with `E-`.
     IOE2,
     /// IOBES: `B-`/`I-`/`E-` spans and `S-` singletons.
+    #[cfg_attr(feature = "clap", value(alias = "bioes"))]
     IOBES,
     /// BILOU: `B-`/`I-`/`L-` spans and `U-` singletons.
     BILOU,

@@ -1,0 +1,76 @@
+//! Sentence embeddings from an encoder: `[CLS]`, mean over real tokens, or the pooler.
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Tensor, D};
+use serde::Serialize;
+
+use crate::model::{Encoder, Model};
+use crate::tokenization::{pad_batch, TextTokenizer};
+
+/// How token vectors become one sentence vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Pooling {
+    /// The first (`[CLS]`) hidden state.
+    Cls,
+    /// The mean of the hidden states of real (unpadded) tokens.
+    Mean,
+    /// BERT's pooler: tanh(W h_[CLS] + b).
+    Pooler,
+}
+
+/// One embedded text.
+#[derive(Debug, Clone, Serialize)]
+pub struct Embedded {
+    pub text: String,
+    pub input_ids: Vec<u32>,
+    pub embedding: Vec<f32>,
+}
+
+/// Mean of `hidden` `[B, T, H]` over positions where `mask` `[B, T]` is 1.
+pub fn mean_pool(hidden: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+    let m = mask.to_dtype(DType::F32)?.unsqueeze(D::Minus1)?;
+    let summed = hidden.broadcast_mul(&m)?.sum(1)?;
+    let counts = m.sum(1)?.clamp(1e-9, f64::MAX)?;
+    summed.broadcast_div(&counts)
+}
+
+/// Embed `texts` in batches of `batch_size` with `model` (an encoder).
+pub fn embed_texts(
+    model: &Model<dyn Encoder>,
+    tokenizer: &TextTokenizer,
+    texts: &[String],
+    pooling: Pooling,
+    batch_size: usize,
+) -> Result<Vec<Embedded>> {
+    let mut out = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(batch_size.max(1)) {
+        let pairs: Vec<(String, Option<String>)> =
+            chunk.iter().map(|t| (t.clone(), None)).collect();
+        let encodings = tokenizer.encode_batch(&pairs)?;
+        let refs: Vec<_> = encodings.iter().collect();
+        let batch = pad_batch(&refs, tokenizer.pad_id(), &model.device)?;
+        let o = model.net.encode(
+            &batch.input_ids,
+            &batch.token_type_ids,
+            &batch.attention_mask,
+        )?;
+        let pooled = match pooling {
+            Pooling::Cls => o.sequence.narrow(1, 0, 1)?.squeeze(1)?,
+            Pooling::Mean => mean_pool(&o.sequence, &batch.attention_mask)?,
+            Pooling::Pooler => match o.pooled {
+                Some(p) => p,
+                None => bail!("this model has no pooler weights; use --pooling mean or cls"),
+            },
+        };
+        let rows = pooled.to_vec2::<f32>()?;
+        for ((text, enc), embedding) in chunk.iter().zip(&encodings).zip(rows) {
+            out.push(Embedded {
+                text: text.clone(),
+                input_ids: enc.get_ids().to_vec(),
+                embedding,
+            });
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,28 @@
+//! Models: the building blocks ([`layers`]), the architectures built from them (one module
+//! each: [`bert`], [`gpt2`], the encoder-decoder [`transformer`]), the [`heads`] put on
+//! them (with their registry), and [`Model`]: a network with its parameters, loaded from or
+//! saved to a Hugging Face model directory.
+
+pub mod bert;
+pub mod config;
+pub mod gpt2;
+pub mod heads;
+pub mod layers;
+pub mod loading;
+pub mod params;
+pub mod transformer;
+
+pub use bert::{
+    BertConfig, BertForPreTraining, BertForSequenceClassification, BertForTokenClassification,
+    BertModel,
+};
+pub use config::{ArchConfig, Architecture, ModelConfig, ModelType};
+pub use gpt2::{Gpt2Config, Gpt2LmHeadModel, Gpt2Model};
+pub use heads::{
+    masked_rows, CausalLm, Encoder, EncoderOutput, Head, HeadKind, MaskedLm, Net, NetKind,
+    PreTrainingOutput, ProblemType, SequenceClassifier, TokenClassifier,
+};
+pub use layers::TrainingMode;
+pub use loading::{Model, ModelDir};
+pub use params::ParamStore;
+pub use transformer::{EncoderDecoder, EncoderDecoderConfig};

@@ -1,0 +1,125 @@
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use hone_data::{read_table, TableSpec};
+use hone_metrics::seqeval::Scheme;
+use hone_metrics::{ClassificationReport, ZeroDivision};
+
+use super::score::SeqevalMode;
+use hone_core::inference::classify::TextClassificationPipeline;
+use hone_core::inference::ner::TokenClassificationPipeline;
+use hone_core::model::{Head, HeadKind, ModelDir};
+use hone_core::runtime::DeviceSpec;
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A fine-tuned model directory.
+    model_dir: PathBuf,
+    /// A labelled file (.tsv/.csv/.jsonl).
+    #[arg(long)]
+    data: PathBuf,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[arg(long = "text-column")]
+    text_columns: Vec<String>,
+    #[arg(long, default_value = "label")]
+    label_column: String,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 128)]
+    max_length: usize,
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
+    /// Token classification: pieces shared by consecutive windows of a long sentence.
+    #[arg(long, default_value_t = 32)]
+    stride: usize,
+    /// Token classification: tag scheme of the data (strict mode decodes with it).
+    #[arg(long, value_enum, default_value = "iob2", ignore_case = true)]
+    scheme: Scheme,
+    /// Token classification: lenient (conlleval-like) or strict entities.
+    #[arg(long, value_enum, default_value = "default")]
+    mode: SeqevalMode,
+    /// Token classification: 0-based column of the gold tags (default: the last).
+    #[arg(long)]
+    tag_column: Option<usize>,
+    /// Digits in the text report (token classification).
+    #[arg(long, default_value_t = 4)]
+    digits: usize,
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let device = args.device.open()?;
+    let dir = ModelDir::open(&args.model_dir)?;
+    match Head::from_config(&dir.config).kind() {
+        HeadKind::SequenceClassification => run_classification(&args, &device),
+        HeadKind::TokenClassification => run_ner(&args, &device),
+        _ => bail!(
+            "{} holds a {}; eval takes sequence or token classifiers",
+            args.model_dir.display(),
+            dir.config
+                .architecture
+                .as_deref()
+                .unwrap_or("model without a head")
+        ),
+    }
+}
+
+/// Scikit-learn's report of a sequence classifier on a labelled table.
+fn run_classification(args: &EvalArgs, device: &candle_core::Device) -> Result<()> {
+    let classifier = TextClassificationPipeline::load(&args.model_dir, device, args.max_length)?;
+    let spec =
+        TableSpec::with_label(args.label_column.clone()).text_columns(args.text_columns.clone());
+    let table = read_table(&args.data, &spec)?;
+    // Every gold label must be one the model knows; name the line that is not.
+    let mut gold = Vec::with_capacity(table.len());
+    for ex in &table.examples {
+        let label = table.require_label(ex)?;
+        if !classifier.labels.iter().any(|l| l == label) {
+            anyhow::bail!(
+                "{}:{}: label {label:?} is not one of the model's labels {:?}",
+                args.data.display(),
+                ex.line,
+                classifier.labels
+            )
+        }
+        gold.push(label.to_string());
+    }
+    let inputs: Vec<(String, Option<String>)> = table
+        .examples
+        .iter()
+        .map(|e| (e.texts[0].clone(), e.texts.get(1).cloned()))
+        .collect();
+    let preds = classifier.predict(&inputs, args.batch_size)?;
+    let pred: Vec<String> = preds.into_iter().map(|p| p.label).collect();
+    let report =
+        ClassificationReport::compute(&gold, &pred, Some(&classifier.labels), ZeroDivision::Zero)
+            .context("cannot compute the report")?;
+    if args.json {
+        let mut j = report.to_json();
+        j["confusion_matrix"] = serde_json::json!(hone_metrics::classification::confusion_matrix(
+            &gold,
+            &pred,
+            Some(&classifier.labels)
+        )?);
+        j["labels"] = serde_json::json!(classifier.labels);
+        println!("{j}");
+    } else {
+        println!("{}", report.to_text(4));
+    }
+    Ok(())
+}
+
+/// Entity-level report of a token-classification model on a labelled CoNLL file.
+fn run_ner(args: &EvalArgs, device: &candle_core::Device) -> Result<()> {
+    let mode = args.mode.with_scheme(args.scheme);
+    // Read (and check) the data before the model: bad input fails fast, with file:line.
+    let sentences = super::score::read_tagged(&args.data, args.tag_column, args.scheme)?;
+    let classifier =
+        TokenClassificationPipeline::load(&args.model_dir, device, args.max_length, args.stride)?;
+    let words: Vec<Vec<String>> = sentences.iter().map(|s| s.tokens.clone()).collect();
+    let pred = classifier.predict_tags(&words, args.batch_size)?;
+    let gold: Vec<Vec<String>> = sentences.into_iter().map(|s| s.tags).collect();
+    super::score::print_ner_report(&gold, &pred, mode, args.json, args.digits)
+}

@@ -1,0 +1,46 @@
+use std::path::PathBuf;
+
+use anyhow::Result;
+use candle_core::Device;
+use clap::Args;
+
+use hone_core::model::Model;
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// A Hugging Face model directory (config.json + model.safetensors).
+    model_dir: PathBuf,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: InfoArgs) -> Result<()> {
+    let model = Model::load(&args.model_dir, &Device::Cpu)?;
+    let arch = &model.config.arch;
+    let info = serde_json::json!({
+        "model_dir": args.model_dir.display().to_string(),
+        "model_type": arch.model_type().as_str(),
+        "architecture": model.class_name(),
+        "parameters": model.num_parameters(),
+        "layers": arch.num_layers(),
+        "hidden_size": arch.hidden_size(),
+        "attention_heads": arch.num_attention_heads(),
+        "vocab_size": arch.vocab_size(),
+        "max_positions": arch.max_positions(),
+        "labels": model.head.labels(),
+    });
+    if args.json {
+        println!("{info}");
+    } else {
+        for (k, v) in info.as_object().expect("object") {
+            println!(
+                "{k:>16}: {}",
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! What `hone finetune` and `hone pretrain` share: the recipe-run flags, and the steps
+//! around the trainer (output directory, saved recipe, callbacks, summary).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use serde::Serialize;
+
+use crate::callbacks::{MetricsPlot, ProgressBar};
+use hone_core::model::Model;
+use hone_core::runtime::{set_tf32, DeviceSpec};
+use hone_core::training::{Precision, Trainer, TrainingArguments, TrainingData};
+
+/// Flags of every command that runs a training recipe.
+#[derive(Args, Debug)]
+pub struct RecipeRunArgs {
+    /// The recipe (TOML; see examples/).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Override a recipe key: `--set learning_rate=3e-5` or `--set data.max_train_samples=2000`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Replace a non-empty output directory.
+    #[arg(long)]
+    pub overwrite_output_dir: bool,
+    /// Continue the run in the output directory from its latest checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// cpu, cuda or cuda:N (overrides the recipe).
+    #[arg(long)]
+    pub device: Option<DeviceSpec>,
+    /// Overrides the recipe's `precision`.
+    #[arg(long, value_enum)]
+    pub precision: Option<Precision>,
+}
+
+impl RecipeRunArgs {
+    /// Apply the command-line flags to the recipe's training arguments; the device to use.
+    pub fn apply(&self, training: &mut TrainingArguments) -> Result<candle_core::Device> {
+        training.overwrite_output_dir |= self.overwrite_output_dir;
+        if let Some(d) = self.device {
+            training.device = d;
+        }
+        if let Some(p) = self.precision {
+            (training.precision, training.bf16, training.fp16) = (p, false, false);
+        }
+        set_tf32(training.tf32);
+        training.device.open()
+    }
+}
+
+/// Prepare the output directory, save the recipe, train with a progress bar and a plot,
+/// and print a summary. Call it only after the data has been read and checked, so bad
+/// input never touches the output.
+pub fn train_and_report<R: Serialize, D: TrainingData>(
+    recipe: &R,
+    training: &TrainingArguments,
+    model: &Model<D::Net>,
+    data: &D,
+    resume: bool,
+) -> Result<()> {
+    Trainer::<D>::prepare_output_dir(training, resume)?;
+    hone_core::io::write_bytes_atomically(
+        &training.output_dir.join("recipe.toml"),
+        toml::to_string_pretty(recipe)?.as_bytes(),
+    )?;
+    let mut trainer = Trainer::new(training.clone(), model, data);
+    if training.progress {
+        trainer.add_callback(ProgressBar::new());
+    }
+    trainer.add_callback(MetricsPlot {
+        output_dir: training.output_dir.clone(),
+    });
+    let out = trainer.train(resume)?;
+    let summary = serde_json::json!({
+        "output_dir": training.output_dir.display().to_string(),
+        "global_step": out.global_step,
+        "train_seconds": out.train_seconds,
+        "best_metric": out.best_metric,
+        "stopped_early": out.stopped_early,
+        "last_eval": out.last_eval,
+    });
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
