@@ -51,7 +51,7 @@ fn decay_by_rank_is_hugging_faces_rule_on_every_head() {
         let model = Model::<Net>::load_for(&minilm, head.clone(), &Device::Cpu, 0).unwrap();
         assert_same_rule(&format!("MiniLM {head:?}"), &model.params.params());
     }
-    for dir in ["tiny-gpt2", "tiny-bert-pretraining"] {
+    for dir in ["tiny-gpt2", "gpt2-seqcls", "tiny-bert-pretraining"] {
         let model = Model::load(&fixture(dir), &Device::Cpu).unwrap();
         assert_same_rule(dir, &model.params.params());
     }

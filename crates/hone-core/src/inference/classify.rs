@@ -35,7 +35,7 @@ pub struct Prediction {
 
 impl TextClassificationPipeline {
     /// Load a model directory saved by `hone finetune` (or any Hugging Face
-    /// `BertForSequenceClassification` directory).
+    /// `BertForSequenceClassification` / `GPT2ForSequenceClassification` directory).
     pub fn load(dir: &Path, device: &Device, max_length: usize) -> Result<Self> {
         let model = Model::load(dir, device)?
             .into_kind::<dyn SequenceClassifier>()

@@ -17,7 +17,7 @@ pub use bert::{
     BertModel,
 };
 pub use config::{ArchConfig, Architecture, ModelConfig, ModelType};
-pub use gpt2::{Gpt2Config, Gpt2LmHeadModel, Gpt2Model};
+pub use gpt2::{Gpt2Config, Gpt2ForSequenceClassification, Gpt2LmHeadModel, Gpt2Model};
 pub use heads::{
     masked_rows, CausalLm, Encoder, EncoderOutput, Head, HeadKind, MaskedLm, Net, NetKind,
     PreTrainingOutput, ProblemType, SequenceClassifier, TokenClassifier,

@@ -12,7 +12,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-pub use heads::Gpt2LmHeadModel;
+pub use heads::{Gpt2ForSequenceClassification, Gpt2LmHeadModel};
 
 use super::config::{Architecture, ModelType};
 use super::heads::registry::Build;
@@ -235,4 +235,16 @@ impl Gpt2Model {
 pub(crate) fn build_causal_lm(b: &Build) -> Result<Net> {
     let model = Gpt2LmHeadModel::new(b.vb.clone(), b.arch.gpt2()?, b.mode)?;
     Ok(Net::CausalLm(Arc::new(model)))
+}
+
+pub(crate) fn build_sequence_classifier(b: &Build) -> Result<Net> {
+    let (num_labels, problem) = (b.head.num_outputs(), b.head.problem());
+    let model = Gpt2ForSequenceClassification::new(
+        b.vb.clone(),
+        b.arch.gpt2()?,
+        num_labels,
+        problem,
+        b.mode,
+    )?;
+    Ok(Net::SequenceClassifier(Arc::new(model)))
 }

@@ -77,6 +77,13 @@ pub const HEADS: &[HeadSpec] = &[
         head_params: &[],
         build: gpt2::build_causal_lm,
     },
+    HeadSpec {
+        class_name: "GPT2ForSequenceClassification",
+        model_type: ModelType::Gpt2,
+        kind: HeadKind::SequenceClassification,
+        head_params: &["score."],
+        build: gpt2::build_sequence_classifier,
+    },
 ];
 
 /// The row of a Hugging Face class name.

@@ -31,6 +31,17 @@ impl Linear {
         })
     }
 
+    /// A `[out, in]` weight named `weight` and no bias (GPT-2's classification `score`).
+    pub fn without_bias(
+        vb: VarBuilder,
+        in_dim: usize,
+        out_dim: usize,
+        init_std: f64,
+    ) -> Result<Self> {
+        let weight = vb.get_with_hints((out_dim, in_dim), "weight", weight_init(init_std))?;
+        Ok(Self::from_weight(weight, None))
+    }
+
     /// GPT-2's `Conv1D`: the weight is stored `[in, out]`.
     pub fn conv1d(vb: VarBuilder, in_dim: usize, out_dim: usize, init_std: f64) -> Result<Self> {
         let weight = vb.get_with_hints((in_dim, out_dim), "weight", weight_init(init_std))?;
