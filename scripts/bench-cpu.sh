@@ -17,8 +17,8 @@ PEER_PYTHON=${PEER_PYTHON:-/tmp/peer-venv/bin/python}
 SHARED=${SHARED:-$PWD/../shared}
 PEER_TRAIN=${PEER_TRAIN:-0}
 
-cargo bench -p hone --bench minilm_forward --no-run 2>&1 | tail -1
-BIN=$(cargo bench -p hone --bench minilm_forward --no-run --message-format=json 2>/dev/null |
+cargo bench -p hone-core --bench minilm_forward --no-run 2>&1 | tail -1
+BIN=$(cargo bench -p hone-core --bench minilm_forward --no-run --message-format=json 2>/dev/null |
     sed -n 's/.*"executable":"\([^"]*minilm_forward[^"]*\)".*/\1/p' | tail -1)
 [ -x "$BIN" ] || { echo "bench binary not found" >&2; exit 1; }
 
