@@ -58,12 +58,7 @@ fn gpt2_sequence_classifier_matches_transformers() {
     }
 
     // The training step (dropout 0 is evaluation mode, in which the model was loaded).
-    let labels: Vec<i64> = fx["labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_i64().unwrap())
-        .collect();
+    let labels: Vec<i64> = i64s(&fx["labels"]);
     let labels = Tensor::new(labels, &Device::Cpu).unwrap();
     let loss = model
         .net

@@ -41,12 +41,7 @@ fn minilm_seqcls_forward_backward_and_adamw_steps_match_pytorch() {
     let ids = tensor2(&u32_rows(&fx["input_ids"]));
     let mask = tensor2(&u32_rows(&fx["attention_mask"]));
     let types = ids.zeros_like().unwrap();
-    let labels: Vec<i64> = fx["labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_i64().unwrap())
-        .collect();
+    let labels: Vec<i64> = i64s(&fx["labels"]);
     let labels = Tensor::new(labels, &Device::Cpu).unwrap();
     let opts = CrossEntropyOptions::default();
     let loss_of = || {

@@ -75,12 +75,7 @@ fn tiny_bert_batch() -> TinyBertBatch {
     let types = tensor2(&u32_rows(&fx["token_type_ids"]));
     let mask = ids.ones_like().unwrap();
     let label_rows = i64_rows(&fx["mlm_labels"]);
-    let nsp: Vec<i64> = fx["next_sentence_label"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_i64().unwrap())
-        .collect();
+    let nsp: Vec<i64> = i64s(&fx["next_sentence_label"]);
     let nsp = Tensor::new(nsp, &Device::Cpu).unwrap();
     TinyBertBatch {
         fx,

@@ -1,15 +1,15 @@
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use hone_data::{read_table, TableSpec};
 use hone_metrics::seqeval::Scheme;
 use hone_metrics::{ClassificationReport, ZeroDivision};
 
 use super::score::SeqevalMode;
+use super::ClassifierKind;
 use hone_core::inference::classify::TextClassificationPipeline;
 use hone_core::inference::ner::TokenClassificationPipeline;
-use hone_core::model::{Head, HeadKind, ModelDir};
 use hone_core::runtime::DeviceSpec;
 
 #[derive(Args, Debug)]
@@ -51,18 +51,9 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> Result<()> {
     let device = args.device.open()?;
-    let dir = ModelDir::open(&args.model_dir)?;
-    match Head::from_config(&dir.config).kind() {
-        HeadKind::SequenceClassification => run_classification(&args, &device),
-        HeadKind::TokenClassification => run_ner(&args, &device),
-        _ => bail!(
-            "{} holds a {}; eval takes sequence or token classifiers",
-            args.model_dir.display(),
-            dir.config
-                .architecture
-                .as_deref()
-                .unwrap_or("model without a head")
-        ),
+    match super::classifier_kind(&args.model_dir, "eval")? {
+        ClassifierKind::Sequence => run_classification(&args, &device),
+        ClassifierKind::Token => run_ner(&args, &device),
     }
 }
 

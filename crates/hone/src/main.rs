@@ -114,6 +114,32 @@ fn init_logging(level: &str) {
         .try_init();
 }
 
+/// The two kinds of classifier `eval` and `predict` take.
+enum ClassifierKind {
+    Sequence,
+    Token,
+}
+
+/// Which classifier the model directory holds (from its config alone), or an error naming
+/// what it holds instead.
+fn classifier_kind(dir: &std::path::Path, command: &str) -> anyhow::Result<ClassifierKind> {
+    use hone_core::model::{Head, HeadKind, ModelDir};
+    let model_dir = ModelDir::open(dir)?;
+    match Head::from_config(&model_dir.config).kind() {
+        HeadKind::SequenceClassification => Ok(ClassifierKind::Sequence),
+        HeadKind::TokenClassification => Ok(ClassifierKind::Token),
+        _ => anyhow::bail!(
+            "{} holds a {}; {command} takes sequence or token classifiers",
+            dir.display(),
+            model_dir
+                .config
+                .architecture
+                .as_deref()
+                .unwrap_or("model without a head")
+        ),
+    }
+}
+
 /// Inputs for prediction: a table file (text columns by name) or plain text lines
 /// (a file, or `-` for stdin).
 fn read_inputs(

@@ -6,8 +6,9 @@ use clap::{Args, ValueEnum};
 
 use hone_core::inference::classify::TextClassificationPipeline;
 use hone_core::inference::ner::TokenClassificationPipeline;
-use hone_core::model::{Head, HeadKind, ModelDir};
 use hone_core::runtime::DeviceSpec;
+
+use super::ClassifierKind;
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
@@ -47,15 +48,9 @@ enum InputFormat {
 
 pub fn run(args: PredictArgs) -> Result<()> {
     let device = args.device.open()?;
-    let dir = ModelDir::open(&args.model_dir)?;
-    match Head::from_config(&dir.config).kind() {
-        HeadKind::SequenceClassification => run_classification(&args, &device),
-        HeadKind::TokenClassification => run_ner(&args, &device),
-        _ => bail!(
-            "{} holds a {}; predict takes sequence or token classifiers (use `hone generate` or `hone embed` for the others)",
-            args.model_dir.display(),
-            dir.config.architecture.as_deref().unwrap_or("model without a head")
-        ),
+    match super::classifier_kind(&args.model_dir, "predict")? {
+        ClassifierKind::Sequence => run_classification(&args, &device),
+        ClassifierKind::Token => run_ner(&args, &device),
     }
 }
 
@@ -115,6 +110,9 @@ fn read_conll_input(input: &str) -> Result<(Vec<ConllLine>, Vec<Vec<String>>)> {
 }
 
 fn run_ner(args: &PredictArgs, device: &candle_core::Device) -> Result<()> {
+    // Loaded once the input has been read and checked.
+    let load =
+        || TokenClassificationPipeline::load(&args.model_dir, device, args.max_length, args.stride);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match args.format {
@@ -123,12 +121,7 @@ fn run_ner(args: &PredictArgs, device: &candle_core::Device) -> Result<()> {
             if inputs.iter().any(|(_, pair)| pair.is_some()) {
                 bail!("token classification takes one text per input, not pairs")
             }
-            let classifier = TokenClassificationPipeline::load(
-                &args.model_dir,
-                device,
-                args.max_length,
-                args.stride,
-            )?;
+            let classifier = load()?;
             let texts: Vec<String> = inputs.into_iter().map(|(t, _)| t).collect();
             for p in classifier.predict_entities(&texts, args.batch_size)? {
                 writeln!(out, "{}", serde_json::to_string(&p)?)?;
@@ -136,12 +129,7 @@ fn run_ner(args: &PredictArgs, device: &candle_core::Device) -> Result<()> {
         }
         InputFormat::Conll => {
             let (lines, sentences) = read_conll_input(&args.input)?;
-            let classifier = TokenClassificationPipeline::load(
-                &args.model_dir,
-                device,
-                args.max_length,
-                args.stride,
-            )?;
+            let classifier = load()?;
             let tags = classifier.predict_tags(&sentences, args.batch_size)?;
             let mut next = tags.iter().flatten();
             for line in &lines {

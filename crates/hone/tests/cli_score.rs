@@ -4,9 +4,42 @@
 #[path = "../../hone-core/tests/common/mod.rs"]
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use common::*;
+
+/// A fixture's list written one item per line to `dir/name`.
+fn write_lines(dir: &Path, name: &str, items: &serde_json::Value) -> PathBuf {
+    let text: String = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| match v.as_str() {
+            Some(s) => format!("{s}\n"),
+            None => format!("{v}\n"),
+        })
+        .collect();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `hone score <args>`, which must succeed; its stdout.
+fn score(args: &[&str], files: &[(&str, &Path)]) -> Vec<u8> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hone"));
+    cmd.arg("score").args(args);
+    for (flag, path) in files {
+        cmd.arg(flag).arg(path);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
 
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("hone-score-{name}-{}", std::process::id()));
@@ -19,32 +52,11 @@ fn temp_dir(name: &str) -> PathBuf {
 fn score_classification_reproduces_scikit_learn() {
     let fx = read_fixture("classification_report_expected.json");
     let dir = temp_dir("score");
-    let write = |name: &str, key: &str| {
-        let p = dir.join(name);
-        let text: String = fx[key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| format!("{v}\n"))
-            .collect();
-        std::fs::write(&p, text).unwrap();
-        p
-    };
-    let gold = write("gold.txt", "y_true");
-    let pred = write("pred.txt", "y_pred");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hone"))
-        .args(["score", "classification", "--json", "--gold"])
-        .arg(&gold)
-        .arg("--pred")
-        .arg(&pred)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let gold = write_lines(&dir, "gold.txt", &fx["y_true"]);
+    let pred = write_lines(&dir, "pred.txt", &fx["y_pred"]);
+    let files = [("--gold", gold.as_path()), ("--pred", pred.as_path())];
+    let out = score(&["classification", "--json"], &files);
+    let got: serde_json::Value = serde_json::from_slice(&out).unwrap();
     let want = fx["report"].as_object().unwrap();
     assert_eq!(got.as_object().unwrap().len(), want.len());
     for (key, w) in want {
@@ -63,14 +75,7 @@ fn score_classification_reproduces_scikit_learn() {
         }
     }
     // The text table is printed by default.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hone"))
-        .args(["score", "classification", "--gold"])
-        .arg(&gold)
-        .arg("--pred")
-        .arg(&pred)
-        .output()
-        .unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = String::from_utf8(score(&["classification"], &files)).unwrap();
     assert!(
         text.contains("macro avg") && text.contains("accuracy"),
         "{text}"
@@ -83,59 +88,27 @@ fn score_bleu_reproduces_sacrebleu() {
     let fx = read_fixture("bleu_expected.json");
     assert_eq!(fx["tokenize"], "13a");
     let dir = temp_dir("bleu");
-    let write = |name: &str, key: &str| {
-        let p = dir.join(name);
-        let text: String = fx[key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| format!("{}\n", v.as_str().unwrap()))
-            .collect();
-        std::fs::write(&p, text).unwrap();
-        p
-    };
-    let hyps = write("hyp.txt", "hypotheses");
-    let refs = write("ref.txt", "references");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hone"))
-        .args(["score", "bleu", "--json", "--pred"])
-        .arg(&hyps)
-        .arg("--ref")
-        .arg(&refs)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hyps = write_lines(&dir, "hyp.txt", &fx["hypotheses"]);
+    let refs = write_lines(&dir, "ref.txt", &fx["references"]);
+    let files = [("--pred", hyps.as_path()), ("--ref", refs.as_path())];
+    let out = score(&["bleu", "--json"], &files);
+    let got: serde_json::Value = serde_json::from_slice(&out).unwrap();
     for key in ["score", "bp"] {
         let (g, w) = (got[key].as_f64().unwrap(), fx[key].as_f64().unwrap());
         assert!((g - w).abs() < 1e-9, "{key}: {g} vs {w}");
     }
     assert_eq!(got["sys_len"], fx["sys_len"]);
     assert_eq!(got["ref_len"], fx["ref_len"]);
-    let precisions = |v: &serde_json::Value| f32s(v);
-    let d = max_abs_diff(
-        &precisions(&got["precisions"]),
-        &precisions(&fx["precisions"]),
-    );
+    let d = max_abs_diff(&f32s(&got["precisions"]), &f32s(&fx["precisions"]));
     assert!(d < 1e-5, "precisions differ by {d}");
 
     // sacrebleu's one-line summary by default; a reference file of another length is
     // refused, naming both files.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hone"))
-        .args(["score", "bleu", "--pred"])
-        .arg(&hyps)
-        .arg("--ref")
-        .arg(&refs)
-        .output()
-        .unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = String::from_utf8(score(&["bleu"], &files)).unwrap();
     assert!(text.starts_with("BLEU = 30.36 "), "{text}");
     let short = dir.join("short.txt");
     std::fs::write(&short, "one line\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hone"))
+    let out = Command::new(env!("CARGO_BIN_EXE_hone"))
         .args(["score", "bleu", "--pred"])
         .arg(&hyps)
         .arg("--ref")

@@ -48,6 +48,14 @@ pub fn f32s(v: &Value) -> Vec<f32> {
         .collect()
 }
 
+pub fn i64s(v: &Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
+}
+
 pub fn u32_rows(v: &Value) -> Vec<Vec<u32>> {
     v.as_array()
         .unwrap()
