@@ -6,10 +6,12 @@
 //! whose gradients candle derives by itself. The CPU kernels are the reference the tests
 //! compare the composite versions against.
 
+mod attention;
 mod autocast;
 mod cpu;
 mod loss;
 
+pub use attention::{attention, KeepMask, KvCache, Qkv};
 pub use autocast::{autocast, AutocastGuard};
 pub use loss::{binary_cross_entropy_with_logits, cross_entropy, mse_loss, CrossEntropyOptions};
 
@@ -35,143 +37,6 @@ pub fn scaled_masked_softmax(x: &Tensor, scale: f64, mask: Option<&Tensor>) -> R
         None => x,
     };
     softmax_last_dim(&x)
-}
-
-/// `softmax(q k^T * scale + mask) v` over `q [B, H, Tq, D]`, `k`/`v` `[B, H, Tk, D]`
-/// (any strides, so heads split by a transpose need no copy), with gradients for `q`, `k`
-/// and `v`. `mask` is additive and broadcasts to `[B, H, Tq, Tk]`; `dropout`, when given,
-/// multiplies the probabilities (a keep mask already scaled by 1/(1-p), same broadcast).
-/// Neither receives a gradient. Returns `[B, H, Tq, D]`; on the CPU it is a transposed view
-/// of a contiguous `[B, Tq, H, D]` tensor, so merging the heads back costs nothing.
-///
-/// On the CPU this is one fused kernel, parallel over batch x heads, that never materialises
-/// the `[B, H, Tq, Tk]` scores; the backward pass recomputes them.
-pub fn attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    scale: f64,
-    mask: Option<&Tensor>,
-    dropout: Option<&Tensor>,
-) -> Result<Tensor> {
-    if let Some(dtype) = autocast::autocast_dtype_for(q) {
-        // Both products in `dtype`, the softmax in f32.
-        let low = |t: &Tensor| t.contiguous()?.to_dtype(dtype);
-        let scores = low(q)?.matmul(&low(k)?.t()?)?.to_dtype(DType::F32)?;
-        let probs = scaled_masked_softmax(&scores, scale, mask)?;
-        let probs = match dropout {
-            Some(d) => probs.broadcast_mul(&d.to_dtype(DType::F32)?)?,
-            None => probs,
-        };
-        return probs
-            .to_dtype(dtype)?
-            .matmul(&low(v)?)?
-            .to_dtype(DType::F32);
-    }
-    let (b, h, tq, _) = q.dims4()?;
-    let tk = k.dim(2)?;
-    if fuse_attention(&[q, k, v], mask, dropout) {
-        let op = attention_op(scale, mask, dropout, (b, h, tq, tk), cpu::QkvInput::Heads)?;
-        q.apply_op3(k, v, op)?.transpose(1, 2)
-    } else {
-        let scores = q.contiguous()?.matmul(&k.contiguous()?.t()?)?;
-        let probs = scaled_masked_softmax(&scores, scale, mask)?;
-        let probs = match dropout {
-            Some(d) => probs.broadcast_mul(&d.to_dtype(probs.dtype())?)?,
-            None => probs,
-        };
-        probs.matmul(&v.contiguous()?)
-    }
-}
-
-/// [`attention`] over `q [B, Tq, H * D]` and `k`/`v` `[B, Tk, H * D]` (the projections'
-/// output, heads not yet split), returning `[B, Tq, H * D]` (heads merged back). On the CPU
-/// the kernel reads the heads in place and writes the gradients in this layout, so neither
-/// the split nor the merge costs a copy or a node in the backward graph.
-pub fn attention_merged(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    heads: usize,
-    scale: f64,
-    mask: Option<&Tensor>,
-    dropout: Option<&Tensor>,
-) -> Result<Tensor> {
-    let (b, tq, hd) = q.dims3()?;
-    let tk = k.dim(1)?;
-    if fuse_attention(&[q, k, v], mask, dropout) {
-        let input = cpu::QkvInput::Merged { heads };
-        let op = attention_op(scale, mask, dropout, (b, heads, tq, tk), input)?;
-        q.apply_op3(k, v, op)
-    } else {
-        let split = |t: &Tensor| -> Result<Tensor> {
-            let (b, t_, _) = t.dims3()?;
-            t.reshape((b, t_, heads, hd / heads))?.transpose(1, 2)
-        };
-        attention(&split(q)?, &split(k)?, &split(v)?, scale, mask, dropout)?
-            .transpose(1, 2)?
-            .reshape((b, tq, hd))
-    }
-}
-
-/// Self-attention over one packed `qkv [B, T, 3 * H * D]` (q, k and v side by side, as
-/// GPT-2's `c_attn` produces them), returning `[B, T, H * D]`; see [`attention_merged`].
-pub fn attention_packed(
-    qkv: &Tensor,
-    heads: usize,
-    scale: f64,
-    mask: Option<&Tensor>,
-    dropout: Option<&Tensor>,
-) -> Result<Tensor> {
-    let (b, t, w) = qkv.dims3()?;
-    if fuse_attention(&[qkv], mask, dropout) {
-        let input = cpu::QkvInput::Packed { heads };
-        qkv.apply_op1(attention_op(scale, mask, dropout, (b, heads, t, t), input)?)
-    } else {
-        let d = w / 3;
-        let (q, k, v) = (
-            qkv.narrow(2, 0, d)?,
-            qkv.narrow(2, d, d)?,
-            qkv.narrow(2, 2 * d, d)?,
-        );
-        attention_merged(&q, &k, &v, heads, scale, mask, dropout)
-    }
-}
-
-/// Whether the fused CPU attention kernel takes these inputs: f32 on the CPU, and no
-/// autocast (whose products run in lower precision through candle's matmul instead).
-fn fuse_attention(inputs: &[&Tensor], mask: Option<&Tensor>, dropout: Option<&Tensor>) -> bool {
-    autocast::autocast_dtype_for(inputs[0]).is_none()
-        && inputs.iter().all(|t| use_fused(t))
-        && [mask, dropout]
-            .iter()
-            .flatten()
-            .all(|t| t.device().is_cpu())
-}
-
-/// The fused attention kernel for probabilities of shape `probs` `[B, H, Tq, Tk]`.
-fn attention_op(
-    scale: f64,
-    mask: Option<&Tensor>,
-    dropout: Option<&Tensor>,
-    probs: (usize, usize, usize, usize),
-    input: cpu::QkvInput,
-) -> Result<cpu::Attention> {
-    Ok(cpu::Attention {
-        scale: scale as f32,
-        mask: broadcast_probs(mask, probs)?,
-        dropout: broadcast_probs(dropout, probs)?,
-        input,
-    })
-}
-
-/// An attention mask or dropout mask as f32 broadcast to the probabilities' shape.
-fn broadcast_probs(
-    t: Option<&Tensor>,
-    shape: (usize, usize, usize, usize),
-) -> Result<Option<Tensor>> {
-    t.map(|t| t.to_dtype(DType::F32)?.broadcast_as(shape))
-        .transpose()
 }
 
 /// `x + h * keep` (a residual connection after dropout; `keep` is the scaled keep-mask of

@@ -1,5 +1,6 @@
 //! The fused CPU kernels must agree with candle primitives, forward and backward.
 
+use super::attention::{attention_with, Kernel};
 use super::*;
 use candle_core::{Device, Var};
 
@@ -228,87 +229,6 @@ fn grads3(
     (y, [get(0), get(1), get(2)])
 }
 
-fn reference_attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    scale: f64,
-    mask: Option<&Tensor>,
-    drop: Option<&Tensor>,
-) -> Result<Tensor> {
-    let s = (q.contiguous()?.matmul(&k.contiguous()?.t()?)? * scale)?;
-    let s = match mask {
-        Some(m) => s.broadcast_add(m)?,
-        None => s,
-    };
-    let e = s
-        .broadcast_sub(&s.max_keepdim(D::Minus1)?.detach())?
-        .exp()?;
-    let p = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
-    let p = match drop {
-        Some(d) => p.broadcast_mul(d)?,
-        None => p,
-    };
-    p.matmul(&v.contiguous()?)
-}
-
-#[test]
-fn fused_attention_matches_composite_forward_and_backward() {
-    // Odd sizes; Tq != Tk (cross-attention); q, k and v are strided views of [B, T, H, D].
-    let (b, h, tq, tk, d) = (3, 5, 7, 11, 9);
-    let q = randn(&[b, tq, h, d], 11);
-    let k = randn(&[b, tk, h, d], 12);
-    let v = randn(&[b, tk, h, d], 13);
-    let heads = |t: &Tensor| t.transpose(1, 2).unwrap();
-    // Padding mask [B, 1, 1, Tk] with the last keys of row 1 masked, plus a dropout mask.
-    let mut m = vec![0f32; b * tk];
-    m[tk + 8..2 * tk].fill(-1e9);
-    let mask = Tensor::from_vec(m, (b, 1, 1, tk), &Device::Cpu).unwrap();
-    let keep = randn(&[b, h, tq, tk], 14)
-        .ge(-1.5)
-        .unwrap()
-        .to_dtype(DType::F32)
-        .unwrap()
-        .affine(1.0 / 0.75, 0.0)
-        .unwrap();
-    let scale = 1.0 / 3.0;
-    for (mask, drop) in [
-        (None, None),
-        (Some(&mask), None),
-        (Some(&mask), Some(&keep)),
-    ] {
-        let (y1, g1) = grads3([&q, &k, &v], |q, k, v| {
-            attention(&heads(q), &heads(k), &heads(v), scale, mask, drop)
-        });
-        let (y2, g2) = grads3([&q, &k, &v], |q, k, v| {
-            reference_attention(&heads(q), &heads(k), &heads(v), scale, mask, drop)
-        });
-        assert_eq!(y1.dims(), [b, h, tq, d]);
-        assert!(max_abs_diff(&y1, &y2) < 1e-5, "forward");
-        for (i, (a, r)) in g1.iter().zip(&g2).enumerate() {
-            assert!(max_abs_diff(a, r) < 1e-4, "gradient of input {i}");
-        }
-    }
-    // Contiguous [B, H, T, D] inputs (no transposed view) and a causal [Tq, Tk] mask.
-    let qc = randn(&[2, 3, 5, 4], 15);
-    let kc = randn(&[2, 3, 5, 4], 16);
-    let vc = randn(&[2, 3, 5, 4], 17);
-    let causal: Vec<f32> = (0..5)
-        .flat_map(|i| (0..5).map(move |j| if j > i { -1e9 } else { 0.0 }))
-        .collect();
-    let causal = Tensor::from_vec(causal, (1, 1, 5, 5), &Device::Cpu).unwrap();
-    let (y1, g1) = grads3([&qc, &kc, &vc], |q, k, v| {
-        attention(q, k, v, 0.5, Some(&causal), None)
-    });
-    let (y2, g2) = grads3([&qc, &kc, &vc], |q, k, v| {
-        reference_attention(q, k, v, 0.5, Some(&causal), None)
-    });
-    assert!(max_abs_diff(&y1, &y2) < 1e-5);
-    for (a, r) in g1.iter().zip(&g2) {
-        assert!(max_abs_diff(a, r) < 1e-4);
-    }
-}
-
 #[test]
 fn fused_linear_matches_composite_forward_and_backward() {
     let x = randn(&[13, 37], 21);
@@ -356,91 +276,219 @@ fn fused_linear_folds_leading_dimensions() {
     }
 }
 
-#[test]
-fn merged_and_packed_attention_match_composite() {
-    // [B, T, H * D] inputs (heads not split); odd sizes, Tq != Tk for the merged form.
-    let (b, h, tq, tk, d) = (3, 5, 7, 11, 9);
+/// `softmax(q k^T * scale + mask) [* keep] v` over `[B, T, H * D]` inputs, written out
+/// in candle primitives independently of the op: the reference for both kernels.
+fn reference_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    mask: Option<&Tensor>,
+    keep: Option<&Tensor>,
+) -> Result<Tensor> {
+    let (b, tq, width) = q.dims3()?;
+    let d = width / heads;
     let split = |t: &Tensor| -> Result<Tensor> {
         let (b, t_, _) = t.dims3()?;
-        t.reshape((b, t_, h, d))?.transpose(1, 2)
+        t.reshape((b, t_, heads, d))?.transpose(1, 2)?.contiguous()
     };
-    let merge = |t: Tensor| -> Result<Tensor> {
-        let (b, _, t_, _) = t.dims4()?;
-        t.transpose(1, 2)?.reshape((b, t_, h * d))
+    let s = (split(q)?.matmul(&split(k)?.t()?)? / (d as f64).sqrt())?;
+    let s = match mask {
+        Some(m) => s.broadcast_add(m)?,
+        None => s,
     };
-    let q = randn(&[b, tq, h * d], 31);
-    let k = randn(&[b, tk, h * d], 32);
-    let v = randn(&[b, tk, h * d], 33);
-    let mut m = vec![0f32; b * tk];
-    m[tk + 8..2 * tk].fill(-1e9);
-    let mask = Tensor::from_vec(m, (b, 1, 1, tk), &Device::Cpu).unwrap();
-    let keep = randn(&[b, h, tq, tk], 34)
+    let e = s
+        .broadcast_sub(&s.max_keepdim(D::Minus1)?.detach())?
+        .exp()?;
+    let p = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
+    let p = match keep {
+        Some(k) => p.broadcast_mul(k)?,
+        None => p,
+    };
+    p.matmul(&split(v)?)?
+        .transpose(1, 2)?
+        .reshape((b, tq, width))
+}
+
+/// A fixed keep-mask, checked against the shape the op asks for.
+struct FixedKeep(Tensor);
+
+impl KeepMask for FixedKeep {
+    fn keep_mask(&self, shape: &[usize], dtype: DType, _: &Device) -> Result<Option<Tensor>> {
+        assert_eq!(
+            shape,
+            self.0.dims(),
+            "keep-mask drawn in the probabilities' shape"
+        );
+        Ok(Some(self.0.to_dtype(dtype)?))
+    }
+}
+
+/// A dropout keep-mask for p = 0.25 (about), scaled by 1/(1-p).
+fn random_keep(shape: &[usize], seed: u64) -> Tensor {
+    randn(shape, seed)
         .ge(-1.5)
         .unwrap()
         .to_dtype(DType::F32)
         .unwrap()
         .affine(1.0 / 0.75, 0.0)
-        .unwrap();
-    let scale = 1.0 / 3.0;
-    for (mask, drop) in [
+        .unwrap()
+}
+
+/// An additive causal mask `[1, 1, Tq, Tk]` for queries at positions `offset..offset + Tq`.
+fn causal(tq: usize, tk: usize, offset: usize) -> Tensor {
+    let m: Vec<f32> = (0..tq)
+        .flat_map(|i| (0..tk).map(move |j| if j > offset + i { -1e9 } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(m, (1, 1, tq, tk), &Device::Cpu).unwrap()
+}
+
+/// The op's output and gradients (as `run` takes them) by each kernel, against the
+/// reference's.
+fn check_kernels<T>(
+    what: &str,
+    run: impl Fn(&dyn Fn(&T) -> Result<Tensor>) -> (Tensor, Vec<Tensor>),
+    op: impl Fn(Option<Kernel>, &T) -> Result<Tensor>,
+    reference: impl Fn(&T) -> Result<Tensor>,
+) {
+    let (y_ref, g_ref) = run(&reference);
+    for kernel in [Kernel::CpuFused, Kernel::Composite] {
+        let (y, g) = run(&|x| op(Some(kernel), x));
+        assert_eq!(y.dims(), y_ref.dims(), "{what}, {kernel:?}");
+        let dy = max_abs_diff(&y, &y_ref);
+        assert!(dy < 1e-5, "{what}, {kernel:?}: forward differs by {dy}");
+        for (i, (a, r)) in g.iter().zip(&g_ref).enumerate() {
+            let dg = max_abs_diff(a, r);
+            assert!(
+                dg < 1e-4,
+                "{what}, {kernel:?}: gradient {i} differs by {dg}"
+            );
+        }
+    }
+    // On f32 CPU tensors the op picks the fused kernel.
+    let (auto, _) = run(&|x| op(None, x));
+    let (fused, _) = run(&|x| op(Some(Kernel::CpuFused), x));
+    assert_eq!(
+        max_abs_diff(&auto, &fused),
+        0.0,
+        "{what}: fused kernel picked"
+    );
+}
+
+#[test]
+fn attention_kernels_match_reference_forward_and_backward() {
+    // Odd sizes; Tq != Tk (cross-attention over a memory).
+    let (b, h, tq, tk, d) = (3, 5, 7, 11, 9);
+    let q = randn(&[b, tq, h * d], 31);
+    let k = randn(&[b, tk, h * d], 32);
+    let v = randn(&[b, tk, h * d], 33);
+    // Padding mask [B, 1, 1, Tk] with the last keys of row 1 masked.
+    let mut m = vec![0f32; b * tk];
+    m[tk + 8..2 * tk].fill(-1e9);
+    let mask = Tensor::from_vec(m, (b, 1, 1, tk), &Device::Cpu).unwrap();
+    let keep = FixedKeep(random_keep(&[b, h, tq, tk], 34));
+    let run3 = |f: &dyn Fn(&[Tensor; 3]) -> Result<Tensor>| {
+        let (y, g) = grads3([&q, &k, &v], |q, k, v| {
+            f(&[q.clone(), k.clone(), v.clone()])
+        });
+        (y, g.to_vec())
+    };
+    for (mask, keep) in [
         (None, None),
         (Some(&mask), None),
         (Some(&mask), Some(&keep)),
     ] {
-        let (y1, g1) = grads3([&q, &k, &v], |q, k, v| {
-            attention_merged(q, k, v, h, scale, mask, drop)
-        });
-        let (y2, g2) = grads3([&q, &k, &v], |q, k, v| {
-            merge(reference_attention(
-                &split(q)?,
-                &split(k)?,
-                &split(v)?,
-                scale,
-                mask,
-                drop,
-            )?)
-        });
-        assert_eq!(y1.dims(), [b, tq, h * d]);
-        assert!(max_abs_diff(&y1, &y2) < 1e-5, "forward");
-        for (i, (a, r)) in g1.iter().zip(&g2).enumerate() {
-            assert!(max_abs_diff(a, r) < 1e-4, "gradient of input {i}");
-        }
+        let drop = keep.map(|k| k as &dyn KeepMask);
+        check_kernels(
+            "separate",
+            run3,
+            |kernel, [q, k, v]| {
+                let qkv = Qkv::Separate {
+                    q: q.clone(),
+                    k: k.clone(),
+                    v: v.clone(),
+                };
+                attention_with(kernel, qkv, h, mask, drop, None)
+            },
+            |[q, k, v]| reference_attention(q, k, v, h, mask, keep.map(|k| &k.0)),
+        );
     }
-    // Packed [B, T, 3 * H * D] self-attention with a causal mask and dropout.
+
+    // Packed [B, T, 3 * H * D] self-attention with a causal mask, with and without dropout.
     let t = 7;
     let qkv = randn(&[b, t, 3 * h * d], 35);
-    let causal: Vec<f32> = (0..t)
-        .flat_map(|i| (0..t).map(move |j| if j > i { -1e9 } else { 0.0 }))
-        .collect();
-    let causal = Tensor::from_vec(causal, (1, 1, t, t), &Device::Cpu).unwrap();
-    let keep = randn(&[b, h, t, t], 36)
-        .ge(-1.5)
-        .unwrap()
-        .to_dtype(DType::F32)
-        .unwrap()
-        .affine(1.0 / 0.75, 0.0)
-        .unwrap();
-    for drop in [None, Some(&keep)] {
-        let (y1, g1) = grad_of(&qkv, |x| attention_packed(x, h, scale, Some(&causal), drop));
-        let (y2, g2) = grad_of(&qkv, |x| {
-            let hd = h * d;
-            let (q, k, v) = (
-                x.narrow(2, 0, hd)?,
-                x.narrow(2, hd, hd)?,
-                x.narrow(2, 2 * hd, hd)?,
-            );
-            merge(reference_attention(
-                &split(&q)?,
-                &split(&k)?,
-                &split(&v)?,
-                scale,
-                Some(&causal),
-                drop,
-            )?)
-        });
-        assert_eq!(y1.dims(), [b, t, h * d]);
-        assert!(max_abs_diff(&y1, &y2) < 1e-5, "packed forward");
-        assert!(max_abs_diff(&g1, &g2) < 1e-4, "packed gradient");
+    let mask = causal(t, t, 0);
+    let keep = FixedKeep(random_keep(&[b, h, t, t], 36));
+    let run1 = |f: &dyn Fn(&Tensor) -> Result<Tensor>| {
+        let (y, g) = grad_of(&qkv, f);
+        (y, vec![g])
+    };
+    for keep in [None, Some(&keep)] {
+        let drop = keep.map(|k| k as &dyn KeepMask);
+        check_kernels(
+            "packed",
+            run1,
+            |kernel, x| attention_with(kernel, Qkv::Packed(x.clone()), h, Some(&mask), drop, None),
+            |x| {
+                let w = h * d;
+                let (q, k, v) = (
+                    x.narrow(2, 0, w)?,
+                    x.narrow(2, w, w)?,
+                    x.narrow(2, 2 * w, w)?,
+                );
+                reference_attention(&q, &k, &v, h, Some(&mask), keep.map(|k| &k.0))
+            },
+        );
+    }
+}
+
+#[test]
+fn cached_attention_matches_attention_over_the_whole_sequence() {
+    // A 5-token prompt, then 3 tokens one at a time, against one pass over all 8; packed
+    // (GPT-2) and separate projections, both kernels.
+    let (b, h, d, t) = (2, 3, 4, 8);
+    let qkv = randn(&[b, t, 3 * h * d], 51);
+    let packed = |x: &Tensor| Qkv::Packed(x.clone());
+    let separate = |x: &Tensor| {
+        let w = h * d;
+        Qkv::Separate {
+            q: x.narrow(2, 0, w).unwrap(),
+            k: x.narrow(2, w, w).unwrap(),
+            v: x.narrow(2, 2 * w, w).unwrap(),
+        }
+    };
+    let forms: [&dyn Fn(&Tensor) -> Qkv; 2] = [&packed, &separate];
+    for form in forms {
+        for kernel in [Kernel::CpuFused, Kernel::Composite] {
+            let full = attention_with(
+                Some(kernel),
+                form(&qkv),
+                h,
+                Some(&causal(t, t, 0)),
+                None,
+                None,
+            )
+            .unwrap();
+            let mut cache = KvCache::default();
+            let mut steps = vec![];
+            for (start, len) in [(0, 5), (5, 1), (6, 1), (7, 1)] {
+                let x = qkv.narrow(1, start, len).unwrap();
+                let mask = causal(len, start + len, start);
+                let y = attention_with(
+                    Some(kernel),
+                    form(&x),
+                    h,
+                    Some(&mask),
+                    None,
+                    Some(&mut cache),
+                );
+                steps.push(y.unwrap());
+                assert_eq!(cache.len(), start + len);
+            }
+            let cached = Tensor::cat(&steps, 1).unwrap();
+            let diff = max_abs_diff(&cached, &full);
+            assert!(diff < 1e-5, "{kernel:?}: cached differs by {diff}");
+        }
     }
 }
 
@@ -511,17 +559,20 @@ fn autocast_runs_products_in_bf16_and_hands_back_f32_gradients() {
     let again = linear(&x, w.as_tensor(), Some(b.as_tensor()), false).unwrap();
     assert_eq!(max_abs_diff(&fp32, &again), 0.0);
 
-    // Attention under autocast stays close to the fused f32 kernel.
-    let (q, k, v) = (
-        randn(&[1, 2, 6, 4], 43),
-        randn(&[1, 2, 6, 4], 44),
-        randn(&[1, 2, 6, 4], 45),
-    );
-    let exact = attention(&q, &k, &v, 0.5, None, None).unwrap();
-    let low = {
+    // Attention under autocast runs the composite kernel, close to the fused f32 one.
+    let qkv = Qkv::Packed(randn(&[1, 6, 3 * 2 * 4], 43));
+    let exact = attention(qkv.clone(), 2, None, None, None).unwrap();
+    let (low, composite) = {
         let _bf16 = autocast(Some(DType::BF16));
-        attention(&q, &k, &v, 0.5, None, None).unwrap()
+        let low = attention(qkv.clone(), 2, None, None, None).unwrap();
+        let composite = attention_with(Some(Kernel::Composite), qkv, 2, None, None, None);
+        (low, composite.unwrap())
     };
+    assert_eq!(
+        max_abs_diff(&low, &composite),
+        0.0,
+        "composite kernel picked"
+    );
     let diff = max_abs_diff(&exact, &low);
     assert!(diff > 0.0 && diff < 0.1, "bf16 attention differs by {diff}");
 }

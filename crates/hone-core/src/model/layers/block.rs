@@ -32,16 +32,9 @@ impl TransformerBlock {
         norm: &LayerNorm,
         f: impl FnOnce(&Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
-        // Dropout and the residual add are one op (see `ops::residual_add`); the keep-mask
-        // is drawn exactly as `self.dropout.forward` would draw it.
-        let add = |x: &Tensor, h: Tensor| -> Result<Tensor> {
-            let keep = self.dropout.keep_mask(h.dims(), h.device())?;
-            let keep = keep.map(|k| k.to_dtype(h.dtype())).transpose()?;
-            crate::ops::residual_add(x, &h, keep.as_ref())
-        };
         match self.order {
-            ResidualOrder::PreLn => add(x, f(&norm.forward(x)?)?),
-            ResidualOrder::PostLn => norm.forward(&add(x, f(x)?)?),
+            ResidualOrder::PreLn => self.dropout.residual_add(x, &f(&norm.forward(x)?)?),
+            ResidualOrder::PostLn => norm.forward(&self.dropout.residual_add(x, &f(x)?)?),
         }
     }
 

@@ -1,9 +1,11 @@
 use std::sync::{Arc, Mutex};
 
-use candle_core::{Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+
+use crate::ops::{self, KeepMask};
 
 /// Shared by every dropout layer of one model: whether it is training, and the random stream
 /// the masks come from. candle's CPU RNG cannot be seeded, so masks are drawn here from a
@@ -102,23 +104,28 @@ impl Dropout {
         }
     }
 
-    /// The keep-mask `forward` would multiply an input of `shape` by (same draws from the
-    /// same stream), or None where `forward` is the identity.
-    pub fn keep_mask(&self, shape: &[usize], device: &Device) -> Result<Option<Tensor>> {
-        self.mode
-            .mask(shape, self.p)
-            .map(|m| Tensor::from_vec(m, shape, device))
-            .transpose()
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self.keep_mask(x.dims(), x.dtype(), x.device())? {
+            None => Ok(x.clone()),
+            Some(keep) => x.mul(&keep),
+        }
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        match self.mode.mask(x.dims(), self.p) {
-            None => Ok(x.clone()),
-            Some(mask) => {
-                let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-                x.mul(&mask)
-            }
-        }
+    /// `x + dropout(h)`, as one op (see [`ops::residual_add`]); the mask is the one
+    /// `forward(h)` would draw.
+    pub fn residual_add(&self, x: &Tensor, h: &Tensor) -> Result<Tensor> {
+        let keep = self.keep_mask(h.dims(), h.dtype(), h.device())?;
+        ops::residual_add(x, h, keep.as_ref())
+    }
+}
+
+/// The attention op draws the mask of its probabilities from the layer.
+impl ops::KeepMask for Dropout {
+    fn keep_mask(&self, shape: &[usize], dtype: DType, device: &Device) -> Result<Option<Tensor>> {
+        self.mode
+            .mask(shape, self.p)
+            .map(|m| Tensor::from_vec(m, shape, device)?.to_dtype(dtype))
+            .transpose()
     }
 }
 

@@ -8,12 +8,12 @@ mod feed_forward;
 mod linear;
 mod norm;
 
-pub use attention::{
-    causal_mask, padding_mask, scaled_dot_product_attention, KvCache, MultiHeadAttention, QkvLayout,
-};
+pub use attention::{causal_mask, padding_mask, MultiHeadAttention, QkvLayout};
 pub use block::{ResidualOrder, TransformerBlock};
 pub use dropout::{Dropout, TrainingMode};
 pub use embedding::{position_ids, sinusoidal_table, Embedding, SinusoidalPositionalEncoding};
 pub use feed_forward::{Activation, FeedForward};
 pub use linear::Linear;
 pub use norm::LayerNorm;
+// The cache's layout is the attention op's business; the models hold one per layer.
+pub use crate::ops::KvCache;

@@ -114,27 +114,17 @@ unsafe fn small_gemm(
     )
 }
 
-/// Fused attention over `q [B, H, Tq, D]`, `k`/`v` `[B, H, Tk, D]` (any strides). The output
-/// is stored `[B, Tq, H, D]`, the layout the output projection reads. `mask` (additive) and
-/// `dropout` (multiplicative, already scaled) are broadcast to `[B, H, Tq, Tk]`; neither
-/// receives a gradient. `input` says how q, k and v arrive (and so the gradients' layout).
+/// Fused attention over `q [B, Tq, H * D]` and `k`/`v` `[B, Tk, H * D]` (any strides; the
+/// heads are read in place, never split), or over one packed `[B, T, 3 * H * D]` input
+/// (the one-input op). The output and the gradients come back in the inputs' layout,
+/// `[B, T, H * D]`, so neither a split nor a merge of heads costs a copy. `mask` (additive)
+/// and `dropout` (multiplicative, already scaled) are broadcast to `[B, H, Tq, Tk]`;
+/// neither receives a gradient.
 pub(crate) struct Attention {
     pub scale: f32,
+    pub heads: usize,
     pub mask: Option<Tensor>,
     pub dropout: Option<Tensor>,
-    pub input: QkvInput,
-}
-
-/// How the fused attention op receives q, k and v.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum QkvInput {
-    /// Three `[B, H, T, D]` tensors, any strides; gradients come back contiguous.
-    Heads,
-    /// Three `[B, T, H * D]` tensors (the projections' output, heads not split); the
-    /// gradients come back `[B, T, H * D]`, so neither a split nor a merge is needed.
-    Merged { heads: usize },
-    /// One `[B, T, 3 * H * D]` tensor holding q, k and v side by side (GPT-2's `c_attn`).
-    Packed { heads: usize },
 }
 
 struct Dims {
@@ -178,17 +168,9 @@ fn split_view<'a>(s: &'a CpuStorage, l: &Layout, d: usize, col: usize) -> Result
 }
 
 impl Attention {
-    fn dims(&self, ql: &Shape, kl: &Shape, vl: &Shape) -> Result<Dims> {
-        let (b, h, tq, d) = ql.dims4()?;
-        let (kb, kh, tk, kd) = kl.dims4()?;
-        if (kb, kh, kd) != (b, h, d) || vl.dims4()? != (b, h, tk, d) {
-            bail!("hone-attention: q {ql:?}, k {kl:?}, v {vl:?} do not match")
-        }
-        Ok(Dims { b, h, tq, tk, d })
-    }
-
-    /// Dimensions for `[B, T, H * D]` inputs split into `heads`.
-    fn merged_dims(heads: usize, ql: &Shape, kl: &Shape, vl: &Shape) -> Result<Dims> {
+    /// Dimensions for `[B, T, H * D]` inputs.
+    fn merged_dims(&self, ql: &Shape, kl: &Shape, vl: &Shape) -> Result<Dims> {
+        let heads = self.heads;
         let (b, tq, hd) = ql.dims3()?;
         let (kb, tk, khd) = kl.dims3()?;
         if heads == 0 || hd % heads != 0 || (kb, khd) != (b, hd) || vl.dims3()? != (b, tk, hd) {
@@ -204,7 +186,8 @@ impl Attention {
     }
 
     /// Dimensions for one packed `[B, T, 3 * H * D]` input.
-    fn packed_dims(heads: usize, l: &Shape) -> Result<Dims> {
+    fn packed_dims(&self, l: &Shape) -> Result<Dims> {
+        let heads = self.heads;
         let (b, t, w) = l.dims3()?;
         if heads == 0 || w % (3 * heads) != 0 {
             bail!("hone-attention: packed qkv {l:?} does not split into 3 x {heads} heads")
@@ -450,31 +433,15 @@ impl CustomOp3 for Attention {
         vs: &CpuStorage,
         vl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (dm, q, k, v) = match self.input {
-            QkvInput::Heads => (
-                self.dims(ql.shape(), kl.shape(), vl.shape())?,
-                View4::new(qs, ql, "attention q")?,
-                View4::new(ks, kl, "attention k")?,
-                View4::new(vs, vl, "attention v")?,
-            ),
-            QkvInput::Merged { heads } => {
-                let dm = Self::merged_dims(heads, ql.shape(), kl.shape(), vl.shape())?;
-                let d = dm.d;
-                (
-                    dm,
-                    split_view(qs, ql, d, 0)?,
-                    split_view(ks, kl, d, 0)?,
-                    split_view(vs, vl, d, 0)?,
-                )
-            }
-            QkvInput::Packed { .. } => bail!("hone-attention: packed qkv is a one-input op"),
-        };
+        let dm = self.merged_dims(ql.shape(), kl.shape(), vl.shape())?;
+        let q = split_view(qs, ql, dm.d, 0)?;
+        let k = split_view(ks, kl, dm.d, 0)?;
+        let v = split_view(vs, vl, dm.d, 0)?;
         let out = self.run_forward(&dm, &q, &k, &v)?;
-        let shape = match self.input {
-            QkvInput::Heads => Shape::from((dm.b, dm.tq, dm.h, dm.d)),
-            _ => Shape::from((dm.b, dm.tq, dm.h * dm.d)),
-        };
-        Ok((CpuStorage::F32(out), shape))
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((dm.b, dm.tq, dm.h * dm.d)),
+        ))
     }
 
     fn bwd(
@@ -485,56 +452,33 @@ impl CustomOp3 for Attention {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let merged = match self.input {
-            QkvInput::Heads => None,
-            QkvInput::Merged { heads } => Some(heads),
-            QkvInput::Packed { .. } => bail!("hone-attention: packed qkv is a one-input op"),
-        };
-        let dm = match merged {
-            None => self.dims(q.shape(), k.shape(), v.shape())?,
-            Some(heads) => Self::merged_dims(heads, q.shape(), k.shape(), v.shape())?,
-        };
+        let dm = self.merged_dims(q.shape(), k.shape(), v.shape())?;
         let (b, h, tq, tk, d) = (dm.b, dm.h, dm.tq, dm.tk, dm.d);
-        let mut dq = vec![0f32; b * h * tq * d];
-        let mut dk = vec![0f32; b * h * tk * d];
-        let mut dv = vec![0f32; b * h * tk * d];
-        // [B, H, T, D] gradients for split heads, [B, T, H * D] for merged ones.
-        let dst = |buf: &mut Vec<f32>, t: usize| match merged {
-            None => Dst {
-                ptr: SendPtr(buf.as_mut_ptr()),
-                bs: h * t * d,
-                hs: t * d,
-                rs: d,
-            },
-            Some(_) => Dst {
-                ptr: SendPtr(buf.as_mut_ptr()),
-                bs: t * h * d,
-                hs: d,
-                rs: h * d,
-            },
+        let mut dq = vec![0f32; b * tq * h * d];
+        let mut dk = vec![0f32; b * tk * h * d];
+        let mut dv = vec![0f32; b * tk * h * d];
+        let dst = |buf: &mut Vec<f32>, t: usize| Dst {
+            ptr: SendPtr(buf.as_mut_ptr()),
+            bs: t * h * d,
+            hs: d,
+            rs: h * d,
         };
         let dsts = [dst(&mut dq, tq), dst(&mut dk, tk), dst(&mut dv, tk)];
-        let view = |t: &Tensor, what: &str, f: &mut dyn FnMut(View4) -> Result<()>| {
+        let view = |t: &Tensor, f: &mut dyn FnMut(View4) -> Result<()>| {
             let (storage, layout) = t.storage_and_layout();
-            match (&*storage, merged) {
-                (Storage::Cpu(s), None) => f(View4::new(s, layout, what)?),
-                (Storage::Cpu(s), Some(_)) => f(split_view(s, layout, d, 0)?),
-                _ => bail!("{what}: fused CPU op called on a non-CPU tensor"),
+            match &*storage {
+                Storage::Cpu(s) => f(split_view(s, layout, d, 0)?),
+                _ => bail!("hone-attention: fused CPU op called on a non-CPU tensor"),
             }
         };
         with_f32(dy, |dy| {
-            view(q, "attention q", &mut |qv| {
-                view(k, "attention k", &mut |kv| {
-                    view(v, "attention v", &mut |vv| {
-                        self.run_backward(&dm, &qv, &kv, &vv, dy, dsts)
-                    })
+            view(q, &mut |qv| {
+                view(k, &mut |kv| {
+                    view(v, &mut |vv| self.run_backward(&dm, &qv, &kv, &vv, dy, dsts))
                 })
             })
         })?;
-        let shape = |t: usize| match merged {
-            None => Shape::from((b, h, t, d)),
-            Some(_) => Shape::from((b, t, h * d)),
-        };
+        let shape = |t: usize| Shape::from((b, t, h * d));
         Ok((
             Some(cpu_tensor(dq, &shape(tq))?),
             Some(cpu_tensor(dk, &shape(tk))?),
@@ -549,10 +493,7 @@ impl CustomOp1 for Attention {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let QkvInput::Packed { heads } = self.input else {
-            bail!("hone-attention: only packed qkv is a one-input op")
-        };
-        let dm = Self::packed_dims(heads, l.shape())?;
+        let dm = self.packed_dims(l.shape())?;
         let hd = dm.h * dm.d;
         let q = split_view(s, l, dm.d, 0)?;
         let k = split_view(s, l, dm.d, hd)?;
@@ -562,10 +503,7 @@ impl CustomOp1 for Attention {
     }
 
     fn bwd(&self, qkv: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        let QkvInput::Packed { heads } = self.input else {
-            bail!("hone-attention: only packed qkv is a one-input op")
-        };
-        let dm = Self::packed_dims(heads, qkv.shape())?;
+        let dm = self.packed_dims(qkv.shape())?;
         let (b, h, t, d) = (dm.b, dm.h, dm.tq, dm.d);
         let hd = h * d;
         let mut g = vec![0f32; b * t * 3 * hd];

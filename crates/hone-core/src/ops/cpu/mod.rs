@@ -8,6 +8,7 @@ mod gelu;
 mod layer_norm;
 mod linear;
 mod residual;
+mod simd;
 mod softmax;
 
 pub(crate) use attention::*;
@@ -15,7 +16,11 @@ pub(crate) use gelu::*;
 pub(crate) use layer_norm::*;
 pub(crate) use linear::*;
 pub(crate) use residual::*;
+pub(crate) use simd::*;
 pub(crate) use softmax::*;
+
+/// Elements per parallel task of the element-wise kernels (16 KiB of f32 per operand).
+pub(crate) const ELEMWISE_CHUNK: usize = 4096;
 
 /// Borrow a CPU f32 storage as a contiguous slice.
 pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {

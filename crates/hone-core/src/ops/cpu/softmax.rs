@@ -43,42 +43,6 @@ fn softmax_row(s: &[f32], d: &mut [f32]) {
     d.iter_mut().for_each(|d| *d *= inv);
 }
 
-/// Sum with eight partial sums, so that it vectorises.
-#[inline(always)]
-pub(crate) fn sum8(x: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let mut chunks = x.chunks_exact(8);
-    for c in &mut chunks {
-        for i in 0..8 {
-            acc[i] += c[i];
-        }
-    }
-    let tail: f32 = chunks.remainder().iter().sum();
-    acc.iter().sum::<f32>() + tail
-}
-
-/// Dot product with eight partial sums, so that it vectorises.
-#[inline(always)]
-pub(crate) fn dot8(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0f32; 8];
-    let mut ca = a.chunks_exact(8);
-    let mut cb = b.chunks_exact(8);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    acc.iter().sum::<f32>() + tail
-}
-
 /// dx = y * (dy - sum(dy * y)) row by row.
 struct SoftmaxBackward;
 
