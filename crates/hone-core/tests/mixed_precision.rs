@@ -25,6 +25,8 @@ fn run(name: &str, precision: Precision, task: &Synthetic) -> (TrainingArguments
     a.logging_steps = 1;
     a.learning_rate = 3e-3;
     Trainer::new(a.clone(), &model, task).train(false).unwrap();
+    // The precision is the model's for the run only.
+    assert_eq!(model.mode.autocast(), None);
     let l = losses(&a);
     (a, l)
 }

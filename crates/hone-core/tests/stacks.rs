@@ -1,7 +1,7 @@
 //! The three stacks built from scratch: output shapes, masking and determinism.
 
 use candle_core::{DType, Device, Tensor};
-use hone_core::model::layers::{sinusoidal_table, Activation, TrainingMode};
+use hone_core::model::layers::{sinusoidal_table, Activation, ModelMode};
 use hone_core::model::{
     BertConfig, BertModel, CausalLm, EncoderDecoder, EncoderDecoderConfig, Gpt2Config,
     Gpt2LmHeadModel, ParamStore,
@@ -61,7 +61,7 @@ fn bert_padding_does_not_change_real_tokens() {
         store.var_builder(DType::F32, &Device::Cpu).pp("bert"),
         &bert_config(),
         true,
-        &TrainingMode::new(0),
+        &ModelMode::new(0),
     )
     .unwrap();
     let short = ids(&[&[2, 7, 9, 3]]);
@@ -94,7 +94,7 @@ fn gpt2_future_tokens_do_not_change_the_past() {
     let gpt = Gpt2LmHeadModel::new(
         store.var_builder(DType::F32, &Device::Cpu),
         &gpt_config(),
-        &TrainingMode::new(0),
+        &ModelMode::new(0),
     )
     .unwrap();
     let a = gpt.forward(&ids(&[&[5, 6, 7, 8, 9]]), None, None).unwrap();
@@ -113,7 +113,7 @@ fn gpt2_kv_cache_gives_the_same_logits() {
     let gpt = Gpt2LmHeadModel::new(
         store.var_builder(DType::F32, &Device::Cpu),
         &gpt_config(),
-        &TrainingMode::new(0),
+        &ModelMode::new(0),
     )
     .unwrap();
     let seq: &[u32] = &[4, 8, 15, 16, 23, 42];
@@ -141,7 +141,7 @@ fn encoder_decoder_masks_and_determinism() {
     let model = EncoderDecoder::new(
         store.var_builder(DType::F32, &Device::Cpu),
         &seq2seq_config(),
-        &TrainingMode::new(0),
+        &ModelMode::new(0),
     )
     .unwrap();
     let src = ids(&[&[3, 4, 5, 6, 0, 0]]);
@@ -197,7 +197,7 @@ fn encoder_decoder_masks_and_determinism() {
 fn same_seed_same_weights_and_dropout_is_seeded() {
     let build = |seed| {
         let store = ParamStore::fresh(seed);
-        let mode = TrainingMode::new(seed);
+        let mode = ModelMode::new(seed);
         let m = Gpt2LmHeadModel::new(
             store.var_builder(DType::F32, &Device::Cpu),
             &gpt_config(),
@@ -246,7 +246,7 @@ fn every_parameter_gets_a_gradient() {
     let model = EncoderDecoder::new(
         store.var_builder(DType::F32, &Device::Cpu),
         &seq2seq_config(),
-        &TrainingMode::new(0),
+        &ModelMode::new(0),
     )
     .unwrap();
     let logits = model

@@ -8,8 +8,8 @@ mod common;
 use candle_core::{DType, Device, Var};
 use common::*;
 use hone_core::model::{
-    EncoderDecoder, EncoderDecoderConfig, Head, Model, ModelDir, Net, ParamStore, ProblemType,
-    TrainingMode,
+    EncoderDecoder, EncoderDecoderConfig, Head, Model, ModelDir, ModelMode, Net, ParamStore,
+    ProblemType,
 };
 use hone_core::training::optim::DecayRule;
 
@@ -67,6 +67,6 @@ fn decay_by_rank_is_hugging_faces_rule_on_every_head() {
         ..Default::default()
     };
     let vb = store.var_builder(DType::F32, &Device::Cpu);
-    EncoderDecoder::new(vb, &config, &TrainingMode::new(0)).unwrap();
+    EncoderDecoder::new(vb, &config, &ModelMode::new(0)).unwrap();
     assert_same_rule("encoder-decoder", &store.params());
 }

@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Tensor};
 use super::config::ModelConfig;
 use super::heads::registry::{self, Build};
 use super::heads::{net_as, Head, Net, NetKind};
-use super::{ParamStore, TrainingMode};
+use super::{ModelMode, ParamStore};
 
 /// The files of a model directory, checked to exist.
 #[derive(Debug, Clone)]
@@ -76,7 +76,7 @@ pub struct Model<N: ?Sized> {
     pub config: ModelConfig,
     pub head: Head,
     pub params: ParamStore,
-    pub mode: TrainingMode,
+    pub mode: ModelMode,
     pub device: Device,
 }
 
@@ -126,7 +126,7 @@ impl<N: NetKind + ?Sized> Model<N> {
         seed: u64,
     ) -> Result<Self> {
         let spec = registry::find(config.arch.model_type(), head.kind())?;
-        let mode = TrainingMode::new(seed);
+        let mode = ModelMode::new(seed);
         let net = (spec.build)(&Build {
             vb: params.var_builder(DType::F32, device),
             arch: &config.arch,

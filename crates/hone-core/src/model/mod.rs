@@ -22,7 +22,7 @@ pub use heads::{
     masked_rows, CausalLm, Encoder, EncoderOutput, Head, HeadKind, MaskedLm, Net, NetKind,
     PreTrainingOutput, ProblemType, SequenceClassifier, TokenClassifier,
 };
-pub use layers::TrainingMode;
+pub use layers::{AutocastScope, ModelMode};
 pub use loading::{Model, ModelDir};
 pub use params::ParamStore;
 pub use transformer::{EncoderDecoder, EncoderDecoderConfig};

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::layers::{
     causal_mask, padding_mask, Activation, Dropout, Embedding, FeedForward, KvCache, LayerNorm,
-    Linear, MultiHeadAttention, QkvLayout, ResidualOrder, SinusoidalPositionalEncoding,
-    TrainingMode, TransformerBlock,
+    Linear, ModelMode, MultiHeadAttention, QkvLayout, ResidualOrder, SinusoidalPositionalEncoding,
+    TransformerBlock,
 };
 
 /// Hyper-parameters of [`EncoderDecoder`]; the defaults are the paper's base model.
@@ -51,19 +51,20 @@ impl Default for EncoderDecoderConfig {
 fn attention(
     vb: VarBuilder,
     c: &EncoderDecoderConfig,
-    mode: &TrainingMode,
+    mode: &ModelMode,
 ) -> Result<MultiHeadAttention> {
     let (d, std) = (c.d_model, c.init_std);
     let qkv = QkvLayout::Separate {
-        q: Linear::new(vb.pp("q_proj"), d, d, std)?,
-        k: Linear::new(vb.pp("k_proj"), d, d, std)?,
-        v: Linear::new(vb.pp("v_proj"), d, d, std)?,
+        q: Linear::new(vb.pp("q_proj"), d, d, std, mode)?,
+        k: Linear::new(vb.pp("k_proj"), d, d, std, mode)?,
+        v: Linear::new(vb.pp("v_proj"), d, d, std, mode)?,
     };
     Ok(MultiHeadAttention::new(
         qkv,
-        Linear::new(vb.pp("out_proj"), d, d, std)?,
+        Linear::new(vb.pp("out_proj"), d, d, std, mode)?,
         c.attention_heads,
         Dropout::new(c.dropout, mode),
+        mode,
     ))
 }
 
@@ -71,7 +72,7 @@ fn layer(
     vb: VarBuilder,
     c: &EncoderDecoderConfig,
     cross: bool,
-    mode: &TrainingMode,
+    mode: &ModelMode,
 ) -> Result<TransformerBlock> {
     let d = c.d_model;
     let ln = |name: &str| LayerNorm::new(vb.pp(name), d, 1e-5);
@@ -84,8 +85,8 @@ fn layer(
         None
     };
     let ffn = FeedForward::new(
-        Linear::new(vb.pp("fc1"), d, c.ffn_dim, c.init_std)?,
-        Linear::new(vb.pp("fc2"), c.ffn_dim, d, c.init_std)?,
+        Linear::new(vb.pp("fc1"), d, c.ffn_dim, c.init_std, mode)?,
+        Linear::new(vb.pp("fc2"), c.ffn_dim, d, c.init_std, mode)?,
         c.activation_function,
         Some(Dropout::new(c.dropout, mode)),
     );
@@ -114,11 +115,13 @@ pub struct EncoderDecoder {
     decoder: Vec<TransformerBlock>,
     /// Final norms, present in the pre-LN variant only.
     final_norms: Option<(LayerNorm, LayerNorm)>,
+    /// The output projection, tied to `embed`.
+    lm_head: Linear,
     pub config: EncoderDecoderConfig,
 }
 
 impl EncoderDecoder {
-    pub fn new(vb: VarBuilder, c: &EncoderDecoderConfig, mode: &TrainingMode) -> Result<Self> {
+    pub fn new(vb: VarBuilder, c: &EncoderDecoderConfig, mode: &ModelMode) -> Result<Self> {
         let embed = Embedding::new(vb.pp("shared"), c.vocab_size, c.d_model, c.init_std)?;
         let encoder = (0..c.encoder_layers)
             .map(|i| layer(vb.pp(format!("encoder.layers.{i}")), c, false, mode))
@@ -140,6 +143,7 @@ impl EncoderDecoder {
                 c.d_model,
                 vb.device(),
             )?,
+            lm_head: Linear::from_weight(embed.weight().clone(), None, mode),
             embed,
             embed_dropout: Dropout::new(c.dropout, mode),
             encoder,
@@ -194,7 +198,7 @@ impl EncoderDecoder {
         if let Some((_, dec)) = &self.final_norms {
             x = dec.forward(&x)?;
         }
-        Linear::from_weight(self.embed.weight().clone(), None).forward(&x)
+        self.lm_head.forward(&x)
     }
 
     /// A fresh decoder cache.

@@ -4,7 +4,7 @@
 
 use candle_core::{bail, DType, Device, Result, Tensor};
 
-use super::{autocast, cpu, scaled_masked_softmax, use_fused};
+use super::{autocast_for, cpu, scaled_masked_softmax, use_fused};
 
 /// What attention runs over: the projections' output, heads not yet split.
 #[derive(Debug, Clone)]
@@ -96,15 +96,17 @@ impl KvCache {
 /// [* keep] V`, returning `[B, Tq, H * D]` (heads merged), with gradients for q, k and v.
 /// `mask` is additive and broadcasts to `[B, H, Tq, Tk]`; `dropout` draws the keep-mask of
 /// the probabilities. With a `cache`, k and v are appended to it and the queries attend
-/// over every cached position.
+/// over every cached position. With `autocast`, both products take their operands in that
+/// dtype (the softmax stays f32).
 pub fn attention(
     qkv: Qkv,
     heads: usize,
     mask: Option<&Tensor>,
     dropout: Option<&dyn KeepMask>,
     cache: Option<&mut KvCache>,
+    autocast: Option<DType>,
 ) -> Result<Tensor> {
-    attention_with(None, qkv, heads, mask, dropout, cache)
+    attention_with(None, qkv, heads, mask, dropout, cache, autocast)
 }
 
 /// [`attention`] run by `kernel`, or by the one [`Kernel::select`] picks when None (the
@@ -116,6 +118,7 @@ pub(crate) fn attention_with(
     mask: Option<&Tensor>,
     dropout: Option<&dyn KeepMask>,
     cache: Option<&mut KvCache>,
+    autocast: Option<DType>,
 ) -> Result<Tensor> {
     let qkv = match cache {
         Some(cache) => {
@@ -135,8 +138,9 @@ pub(crate) fn attention_with(
         Some(d) => d.keep_mask(&[b, heads, tq, tk], like.dtype(), like.device())?,
         None => None,
     };
-    let kernel = kernel.unwrap_or_else(|| Kernel::select(&qkv, mask, keep.as_ref()));
-    kernel.run(qkv, heads, scale, mask, keep.as_ref())
+    let autocast = autocast_for(like, autocast);
+    let kernel = kernel.unwrap_or_else(|| Kernel::select(&qkv, mask, keep.as_ref(), autocast));
+    kernel.run(qkv, heads, scale, mask, keep.as_ref(), autocast)
 }
 
 /// The attention implementations. [`Kernel::select`] is the one place that picks one for
@@ -155,12 +159,17 @@ pub(crate) enum Kernel {
 impl Kernel {
     /// The kernel for these inputs: the fused one on f32 CPU tensors, candle primitives
     /// elsewhere (CUDA, autocast). A CUDA kernel is chosen here for CUDA tensors.
-    fn select(qkv: &Qkv, mask: Option<&Tensor>, keep: Option<&Tensor>) -> Self {
+    fn select(
+        qkv: &Qkv,
+        mask: Option<&Tensor>,
+        keep: Option<&Tensor>,
+        autocast: Option<DType>,
+    ) -> Self {
         let inputs: &[&Tensor] = match qkv {
             Qkv::Separate { q, k, v } => &[q, k, v],
             Qkv::Packed(qkv) => &[qkv],
         };
-        let fused = autocast::autocast_dtype_for(qkv.first()).is_none()
+        let fused = autocast.is_none()
             && inputs.iter().all(|t| use_fused(t))
             && [mask, keep].iter().flatten().all(|t| t.device().is_cpu());
         if fused {
@@ -177,6 +186,7 @@ impl Kernel {
         scale: f64,
         mask: Option<&Tensor>,
         keep: Option<&Tensor>,
+        autocast: Option<DType>,
     ) -> Result<Tensor> {
         match self {
             Kernel::CpuFused => {
@@ -200,7 +210,8 @@ impl Kernel {
                     let (b, t_, _) = t.dims3()?;
                     t.reshape((b, t_, heads, width / heads))?.transpose(1, 2)
                 };
-                let y = composite(&split(&q)?, &split(&k)?, &split(&v)?, scale, mask, keep)?;
+                let (q, k, v) = (split(&q)?, split(&k)?, split(&v)?);
+                let y = composite(&q, &k, &v, scale, mask, keep, autocast)?;
                 y.transpose(1, 2)?.reshape((b, tq, width))
             }
         }
@@ -216,9 +227,10 @@ fn composite(
     scale: f64,
     mask: Option<&Tensor>,
     keep: Option<&Tensor>,
+    autocast: Option<DType>,
 ) -> Result<Tensor> {
     // The products in the autocast dtype if any (to_dtype is free when it is q's own).
-    let dtype = autocast::autocast_dtype_for(q).unwrap_or(q.dtype());
+    let dtype = autocast.unwrap_or(q.dtype());
     let low = |t: &Tensor| t.contiguous()?.to_dtype(dtype);
     let scores = low(q)?.matmul(&low(k)?.t()?)?.to_dtype(q.dtype())?;
     let probs = scaled_masked_softmax(&scores, scale, mask)?;

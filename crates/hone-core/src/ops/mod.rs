@@ -5,14 +5,18 @@
 //! kernel ([`cpu`]); on other devices it falls back to a composition of candle primitives,
 //! whose gradients candle derives by itself. The CPU kernels are the reference the tests
 //! compare the composite versions against.
+//!
+//! Mixed precision is explicit: the ops with matrix products ([`linear`], [`attention`])
+//! take an `autocast` dtype, as `torch.autocast` would set it: bf16 or fp16 operands for the
+//! products, f32 results, everything else (LayerNorm and softmax statistics, losses,
+//! parameters, gradients) f32. The layers pass their model's setting
+//! ([`crate::model::layers::ModelMode::autocast`]).
 
 mod attention;
-mod autocast;
 mod cpu;
 mod loss;
 
 pub use attention::{attention, KeepMask, KvCache, Qkv};
-pub use autocast::{autocast, AutocastGuard};
 pub use loss::{binary_cross_entropy_with_logits, cross_entropy, mse_loss, CrossEntropyOptions};
 
 use candle_core::{DType, Result, Tensor, D};
@@ -64,14 +68,16 @@ pub fn residual_add(x: &Tensor, h: &Tensor, keep: Option<&Tensor>) -> Result<Ten
 /// stored `[in, out]` when `weight_transposed`), with gradients for all inputs; returns
 /// `[..., out]`. On the CPU the bias is written first and the product accumulated onto it
 /// in one GEMM (leading dimensions fold into its rows), and the backward pass is two GEMMs
-/// on strided operands plus a column sum.
+/// on strided operands plus a column sum. With `autocast`, f32 operands go through the
+/// product in that dtype and the result comes back f32.
 pub fn linear(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
     weight_transposed: bool,
+    autocast: Option<DType>,
 ) -> Result<Tensor> {
-    if let Some(dtype) = autocast::autocast_dtype_for(x) {
+    if let Some(dtype) = autocast_for(x, autocast) {
         let low = |t: &Tensor| t.to_dtype(dtype);
         let w = if weight_transposed {
             low(weight)?
@@ -166,6 +172,12 @@ pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     let shifted = x.broadcast_sub(&max)?;
     let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
     shifted.broadcast_sub(&lse)
+}
+
+/// The dtype a product over `x` runs in: `autocast` for f32 operands; autocast leaves other
+/// dtypes alone, as PyTorch's does.
+fn autocast_for(x: &Tensor, autocast: Option<DType>) -> Option<DType> {
+    autocast.filter(|_| x.dtype() == DType::F32)
 }
 
 /// The fused kernels run on contiguous f32 CPU tensors; anything else composes primitives.

@@ -234,7 +234,9 @@ fn fused_linear_matches_composite_forward_and_backward() {
     let x = randn(&[13, 37], 21);
     let w = randn(&[19, 37], 22);
     let bias = randn(&[19], 23);
-    let (y1, g1) = grads3([&x, &w, &bias], |x, w, b| linear(x, w, Some(b), false));
+    let (y1, g1) = grads3([&x, &w, &bias], |x, w, b| {
+        linear(x, w, Some(b), false, None)
+    });
     let (y2, g2) = grads3([&x, &w, &bias], |x, w, b| {
         x.matmul(&w.t()?)?.broadcast_add(b)
     });
@@ -246,7 +248,7 @@ fn fused_linear_matches_composite_forward_and_backward() {
     let wt = randn(&[37, 19], 24);
     let xt = randn(&[37, 13], 25);
     let (y1, g1) = grads3([&xt, &wt, &bias], |x, w, b| {
-        linear(&x.t()?, w, None, true)?.broadcast_add(b)
+        linear(&x.t()?, w, None, true, None)?.broadcast_add(b)
     });
     let (y2, g2) = grads3([&xt, &wt, &bias], |x, w, b| {
         x.t()?.matmul(w)?.broadcast_add(b)
@@ -263,7 +265,9 @@ fn fused_linear_folds_leading_dimensions() {
     let x = randn(&[3, 5, 37], 26);
     let bias = randn(&[19], 27);
     for (w, transposed) in [(randn(&[19, 37], 28), false), (randn(&[37, 19], 29), true)] {
-        let (y1, g1) = grads3([&x, &w, &bias], |x, w, b| linear(x, w, Some(b), transposed));
+        let (y1, g1) = grads3([&x, &w, &bias], |x, w, b| {
+            linear(x, w, Some(b), transposed, None)
+        });
         let (y2, g2) = grads3([&x, &w, &bias], |x, w, b| {
             let w = if transposed { w.clone() } else { w.t()? };
             x.broadcast_matmul(&w)?.broadcast_add(b)
@@ -408,7 +412,7 @@ fn attention_kernels_match_reference_forward_and_backward() {
                     k: k.clone(),
                     v: v.clone(),
                 };
-                attention_with(kernel, qkv, h, mask, drop, None)
+                attention_with(kernel, qkv, h, mask, drop, None, None)
             },
             |[q, k, v]| reference_attention(q, k, v, h, mask, keep.map(|k| &k.0)),
         );
@@ -428,7 +432,17 @@ fn attention_kernels_match_reference_forward_and_backward() {
         check_kernels(
             "packed",
             run1,
-            |kernel, x| attention_with(kernel, Qkv::Packed(x.clone()), h, Some(&mask), drop, None),
+            |kernel, x| {
+                attention_with(
+                    kernel,
+                    Qkv::Packed(x.clone()),
+                    h,
+                    Some(&mask),
+                    drop,
+                    None,
+                    None,
+                )
+            },
             |x| {
                 let w = h * d;
                 let (q, k, v) = (
@@ -467,6 +481,7 @@ fn cached_attention_matches_attention_over_the_whole_sequence() {
                 Some(&causal(t, t, 0)),
                 None,
                 None,
+                None,
             )
             .unwrap();
             let mut cache = KvCache::default();
@@ -481,6 +496,7 @@ fn cached_attention_matches_attention_over_the_whole_sequence() {
                     Some(&mask),
                     None,
                     Some(&mut cache),
+                    None,
                 );
                 steps.push(y.unwrap());
                 assert_eq!(cache.len(), start + len);
@@ -534,14 +550,12 @@ fn residual_add_matches_composite_forward_and_backward() {
 
 #[test]
 fn autocast_runs_products_in_bf16_and_hands_back_f32_gradients() {
+    let bf16 = Some(DType::BF16);
     let x = randn(&[2, 5, 12], 40);
     let w = Var::from_tensor(&(randn(&[7, 12], 41) * 0.3).unwrap()).unwrap();
     let b = Var::from_tensor(&randn(&[7], 42)).unwrap();
-    let fp32 = linear(&x, w.as_tensor(), Some(b.as_tensor()), false).unwrap();
-    let low = {
-        let _bf16 = autocast(Some(DType::BF16));
-        linear(&x, w.as_tensor(), Some(b.as_tensor()), false).unwrap()
-    };
+    let fp32 = linear(&x, w.as_tensor(), Some(b.as_tensor()), false, None).unwrap();
+    let low = linear(&x, w.as_tensor(), Some(b.as_tensor()), false, bf16).unwrap();
     assert_eq!(low.dtype(), DType::F32);
     let diff = max_abs_diff(&fp32, &low);
     // bf16 keeps 8 bits of mantissa: relative error ~ 2^-8 on sums of 12 products ~ 3.
@@ -555,19 +569,18 @@ fn autocast_runs_products_in_bf16_and_hands_back_f32_gradients() {
         grads.get(b.as_tensor()).is_some(),
         "the bias gets a gradient"
     );
-    // The guard restores fp32.
-    let again = linear(&x, w.as_tensor(), Some(b.as_tensor()), false).unwrap();
-    assert_eq!(max_abs_diff(&fp32, &again), 0.0);
+    // Autocast leaves operands of other dtypes alone.
+    let x64 = x.to_dtype(DType::F64).unwrap();
+    let w64 = w.as_tensor().to_dtype(DType::F64).unwrap();
+    let y64 = linear(&x64, &w64, None, false, bf16).unwrap();
+    assert_eq!(y64.dtype(), DType::F64);
 
     // Attention under autocast runs the composite kernel, close to the fused f32 one.
     let qkv = Qkv::Packed(randn(&[1, 6, 3 * 2 * 4], 43));
-    let exact = attention(qkv.clone(), 2, None, None, None).unwrap();
-    let (low, composite) = {
-        let _bf16 = autocast(Some(DType::BF16));
-        let low = attention(qkv.clone(), 2, None, None, None).unwrap();
-        let composite = attention_with(Some(Kernel::Composite), qkv, 2, None, None, None);
-        (low, composite.unwrap())
-    };
+    let exact = attention(qkv.clone(), 2, None, None, None, None).unwrap();
+    let low = attention(qkv.clone(), 2, None, None, None, bf16).unwrap();
+    let composite =
+        attention_with(Some(Kernel::Composite), qkv, 2, None, None, None, bf16).unwrap();
     assert_eq!(
         max_abs_diff(&low, &composite),
         0.0,

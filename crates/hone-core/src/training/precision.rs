@@ -4,7 +4,7 @@ use candle_core::DType;
 use serde::{Deserialize, Serialize};
 
 /// The recipe's `precision`: fp32 everywhere, or autocast-style mixed precision with fp32
-/// master weights and optimizer moments (see [`crate::ops::autocast`]).
+/// master weights and optimizer moments (see [`crate::model::ModelMode::autocast`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]

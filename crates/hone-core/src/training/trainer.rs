@@ -23,8 +23,8 @@ use super::optim::{
 };
 use super::precision::{GradScaler, Precision};
 use super::schedule::LrSchedule;
+use crate::model::layers::AutocastScope;
 use crate::model::Model;
-use crate::ops::AutocastGuard;
 
 /// Evaluation metrics by name (`loss`, `accuracy`, ...).
 pub type Metrics = BTreeMap<String, f64>;
@@ -157,8 +157,8 @@ pub struct Run {
     examples_seen: usize,
     steps_this_run: usize,
     started: Instant,
-    /// Matrix products in the run's precision until the run is dropped.
-    _autocast: AutocastGuard,
+    /// The model's matrix products in the run's precision until the run is dropped.
+    _autocast: AutocastScope,
 }
 
 const STATE_FILE: &str = "trainer_state.json";
@@ -322,8 +322,8 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
     }
 
-    /// A fresh run: optimizer, schedule and state, the model in training mode and the
-    /// matrix products in the recipe's precision. Nothing is written; [`Trainer::train`]
+    /// A fresh run: optimizer, schedule and state, the model in training mode and its
+    /// matrix products in the recipe's precision (until the run is dropped). Nothing is written; [`Trainer::train`]
     /// builds on this, and so can a benchmark that only wants the steps.
     pub fn start(&self) -> Result<Run> {
         let precision = self.args.effective_precision()?;
@@ -343,7 +343,7 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
             examples_seen: 0,
             steps_this_run: 0,
             started: Instant::now(),
-            _autocast: crate::ops::autocast(precision.autocast_dtype()),
+            _autocast: self.model.mode.autocast_scope(precision.autocast_dtype()),
         };
         self.model.mode.set_training(true);
         Ok(run)

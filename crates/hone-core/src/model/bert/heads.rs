@@ -7,7 +7,7 @@ use super::{BertConfig, BertModel};
 use crate::model::heads::{
     EncoderOutput, MaskedLm, PreTrainingOutput, ProblemType, SequenceClassifier, TokenClassifier,
 };
-use crate::model::layers::{Activation, Dropout, LayerNorm, Linear, TrainingMode};
+use crate::model::layers::{Activation, Dropout, LayerNorm, Linear, ModelMode};
 use crate::ops::{cross_entropy, CrossEntropyOptions};
 
 /// `BertForSequenceClassification`: pooler output -> dropout -> linear.
@@ -25,7 +25,7 @@ fn classifier_head(
     vb: VarBuilder,
     c: &BertConfig,
     num_labels: usize,
-    mode: &TrainingMode,
+    mode: &ModelMode,
 ) -> Result<(Dropout, Linear)> {
     let p = c.classifier_dropout_prob();
     let classifier = Linear::new(
@@ -33,6 +33,7 @@ fn classifier_head(
         c.hidden_size,
         num_labels,
         c.initializer_range,
+        mode,
     )?;
     Ok((Dropout::new(p, mode), classifier))
 }
@@ -43,7 +44,7 @@ impl BertForSequenceClassification {
         c: &BertConfig,
         num_labels: usize,
         problem: ProblemType,
-        mode: &TrainingMode,
+        mode: &ModelMode,
     ) -> Result<Self> {
         let bert = BertModel::new(vb.pp("bert"), c, true, mode)?;
         let (dropout, classifier) = classifier_head(vb, c, num_labels, mode)?;
@@ -82,7 +83,7 @@ impl BertForTokenClassification {
         vb: VarBuilder,
         c: &BertConfig,
         num_labels: usize,
-        mode: &TrainingMode,
+        mode: &ModelMode,
     ) -> Result<Self> {
         // Hugging Face builds this head without the pooler.
         let bert = BertModel::new(vb.pp("bert"), c, false, mode)?;
@@ -115,7 +116,12 @@ pub struct MlmHead {
 }
 
 impl MlmHead {
-    fn new(vb: VarBuilder, c: &BertConfig, word_embeddings: &Tensor) -> Result<Self> {
+    fn new(
+        vb: VarBuilder,
+        c: &BertConfig,
+        word_embeddings: &Tensor,
+        mode: &ModelMode,
+    ) -> Result<Self> {
         let t = vb.pp("transform");
         let bias = vb.get_with_hints(c.vocab_size, "bias", candle_nn::Init::Const(0.0))?;
         Ok(Self {
@@ -124,10 +130,11 @@ impl MlmHead {
                 c.hidden_size,
                 c.hidden_size,
                 c.initializer_range,
+                mode,
             )?,
             act: c.hidden_act,
             norm: LayerNorm::new(t.pp("LayerNorm"), c.hidden_size, c.layer_norm_eps)?,
-            decoder: Linear::from_weight(word_embeddings.clone(), Some(bias)),
+            decoder: Linear::from_weight(word_embeddings.clone(), Some(bias), mode),
         })
     }
 
@@ -150,16 +157,22 @@ pub struct BertForPreTraining {
 }
 
 impl BertForPreTraining {
-    pub fn new(vb: VarBuilder, c: &BertConfig, nsp: bool, mode: &TrainingMode) -> Result<Self> {
+    pub fn new(vb: VarBuilder, c: &BertConfig, nsp: bool, mode: &ModelMode) -> Result<Self> {
         let bert = BertModel::new(vb.pp("bert"), c, nsp, mode)?;
         let cls = vb.pp("cls");
-        let mlm = MlmHead::new(cls.pp("predictions"), c, bert.embeddings.word.weight())?;
+        let mlm = MlmHead::new(
+            cls.pp("predictions"),
+            c,
+            bert.embeddings.word.weight(),
+            mode,
+        )?;
         let nsp = if nsp {
             Some(Linear::new(
                 cls.pp("seq_relationship"),
                 c.hidden_size,
                 2,
                 c.initializer_range,
+                mode,
             )?)
         } else {
             None

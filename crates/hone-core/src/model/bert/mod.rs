@@ -21,7 +21,7 @@ use super::heads::registry::Build;
 use super::heads::{Encoder, EncoderOutput, Head, Net};
 use super::layers::{
     padding_mask, position_ids, Activation, Dropout, Embedding, FeedForward, LayerNorm, Linear,
-    MultiHeadAttention, QkvLayout, ResidualOrder, TrainingMode, TransformerBlock,
+    ModelMode, MultiHeadAttention, QkvLayout, ResidualOrder, TransformerBlock,
 };
 
 /// BERT-family encoder hyper-parameters (`model_type = "bert"`).
@@ -140,7 +140,7 @@ pub struct BertEmbeddings {
 }
 
 impl BertEmbeddings {
-    fn new(vb: VarBuilder, c: &BertConfig, mode: &TrainingMode) -> Result<Self> {
+    fn new(vb: VarBuilder, c: &BertConfig, mode: &ModelMode) -> Result<Self> {
         let std = c.initializer_range;
         Ok(Self {
             word: Embedding::new(vb.pp("word_embeddings"), c.vocab_size, c.hidden_size, std)?,
@@ -177,20 +177,21 @@ fn layer_name(i: usize) -> String {
 }
 
 /// One BERT layer under [`layer_name`].
-fn bert_layer(vb: VarBuilder, c: &BertConfig, mode: &TrainingMode) -> Result<TransformerBlock> {
+fn bert_layer(vb: VarBuilder, c: &BertConfig, mode: &ModelMode) -> Result<TransformerBlock> {
     let (h, std) = (c.hidden_size, c.initializer_range);
     let attn = vb.pp("attention");
     let sa = attn.pp("self");
     let qkv = QkvLayout::Separate {
-        q: Linear::new(sa.pp("query"), h, h, std)?,
-        k: Linear::new(sa.pp("key"), h, h, std)?,
-        v: Linear::new(sa.pp("value"), h, h, std)?,
+        q: Linear::new(sa.pp("query"), h, h, std, mode)?,
+        k: Linear::new(sa.pp("key"), h, h, std, mode)?,
+        v: Linear::new(sa.pp("value"), h, h, std, mode)?,
     };
     let self_attn = MultiHeadAttention::new(
         qkv,
-        Linear::new(attn.pp("output").pp("dense"), h, h, std)?,
+        Linear::new(attn.pp("output").pp("dense"), h, h, std, mode)?,
         c.num_attention_heads,
         Dropout::new(c.attention_probs_dropout_prob, mode),
+        mode,
     );
     let ffn = FeedForward::new(
         Linear::new(
@@ -198,8 +199,15 @@ fn bert_layer(vb: VarBuilder, c: &BertConfig, mode: &TrainingMode) -> Result<Tra
             h,
             c.intermediate_size,
             std,
+            mode,
         )?,
-        Linear::new(vb.pp("output").pp("dense"), c.intermediate_size, h, std)?,
+        Linear::new(
+            vb.pp("output").pp("dense"),
+            c.intermediate_size,
+            h,
+            std,
+            mode,
+        )?,
         c.hidden_act,
         None,
     );
@@ -228,7 +236,7 @@ impl BertModel {
         vb: VarBuilder,
         c: &BertConfig,
         with_pooler: bool,
-        mode: &TrainingMode,
+        mode: &ModelMode,
     ) -> Result<Self> {
         let embeddings = BertEmbeddings::new(vb.pp("embeddings"), c, mode)?;
         let layers = (0..c.num_hidden_layers)
@@ -240,6 +248,7 @@ impl BertModel {
                 c.hidden_size,
                 c.hidden_size,
                 c.initializer_range,
+                mode,
             )?)
         } else {
             None

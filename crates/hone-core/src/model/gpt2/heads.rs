@@ -6,19 +6,24 @@ use candle_nn::VarBuilder;
 use super::{Gpt2Config, Gpt2Model};
 use crate::model::config::Architecture;
 use crate::model::heads::{CausalLm, ProblemType, SequenceClassifier};
-use crate::model::layers::{KvCache, Linear, TrainingMode};
+use crate::model::layers::{KvCache, Linear, ModelMode};
 
 /// `GPT2LMHeadModel`: the stack, then logits through an LM head tied to the token
 /// embedding; `vb` is the model root (names start with `transformer.`).
 #[derive(Debug, Clone)]
 pub struct Gpt2LmHeadModel {
     pub transformer: Gpt2Model,
+    /// Tied to `transformer.wte`: the same tensor, no parameter of its own.
+    lm_head: Linear,
 }
 
 impl Gpt2LmHeadModel {
-    pub fn new(vb: VarBuilder, c: &Gpt2Config, mode: &TrainingMode) -> Result<Self> {
+    pub fn new(vb: VarBuilder, c: &Gpt2Config, mode: &ModelMode) -> Result<Self> {
+        let transformer = Gpt2Model::new(vb.pp("transformer"), c, mode)?;
+        let lm_head = Linear::from_weight(transformer.wte().clone(), None, mode);
         Ok(Self {
-            transformer: Gpt2Model::new(vb.pp("transformer"), c, mode)?,
+            transformer,
+            lm_head,
         })
     }
 }
@@ -32,7 +37,7 @@ impl CausalLm for Gpt2LmHeadModel {
         cache: Option<&mut Vec<KvCache>>,
     ) -> Result<Tensor> {
         let h = self.transformer.forward(input_ids, attention_mask, cache)?;
-        Linear::from_weight(self.transformer.wte().clone(), None).forward(&h)
+        self.lm_head.forward(&h)
     }
 
     fn new_cache(&self) -> Vec<KvCache> {
@@ -65,11 +70,17 @@ impl Gpt2ForSequenceClassification {
         c: &Gpt2Config,
         num_labels: usize,
         problem: ProblemType,
-        mode: &TrainingMode,
+        mode: &ModelMode,
     ) -> Result<Self> {
         Ok(Self {
             transformer: Gpt2Model::new(vb.pp("transformer"), c, mode)?,
-            score: Linear::without_bias(vb.pp("score"), c.n_embd, num_labels, c.initializer_range)?,
+            score: Linear::without_bias(
+                vb.pp("score"),
+                c.n_embd,
+                num_labels,
+                c.initializer_range,
+                mode,
+            )?,
             problem,
         })
     }

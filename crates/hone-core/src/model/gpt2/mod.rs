@@ -19,8 +19,7 @@ use super::heads::registry::Build;
 use super::heads::{Head, Net};
 use super::layers::{
     causal_mask, padding_mask, position_ids, Activation, Dropout, Embedding, FeedForward, KvCache,
-    LayerNorm, Linear, MultiHeadAttention, QkvLayout, ResidualOrder, TrainingMode,
-    TransformerBlock,
+    LayerNorm, Linear, ModelMode, MultiHeadAttention, QkvLayout, ResidualOrder, TransformerBlock,
 };
 
 /// GPT-2 decoder hyper-parameters (`model_type = "gpt2"`).
@@ -135,19 +134,20 @@ fn layer_name(i: usize) -> String {
     format!("h.{i}")
 }
 
-fn gpt2_block(vb: VarBuilder, c: &Gpt2Config, mode: &TrainingMode) -> Result<TransformerBlock> {
+fn gpt2_block(vb: VarBuilder, c: &Gpt2Config, mode: &ModelMode) -> Result<TransformerBlock> {
     let (d, std) = (c.n_embd, c.initializer_range);
     // GPT-2 scales the init of residual projections by 1/sqrt(2 * n_layer).
     let proj_std = std / (2.0 * c.n_layer as f64).sqrt();
     let self_attn = MultiHeadAttention::new(
-        QkvLayout::Fused(Linear::conv1d(vb.pp("attn.c_attn"), d, 3 * d, std)?),
-        Linear::conv1d(vb.pp("attn.c_proj"), d, d, proj_std)?,
+        QkvLayout::Fused(Linear::conv1d(vb.pp("attn.c_attn"), d, 3 * d, std, mode)?),
+        Linear::conv1d(vb.pp("attn.c_proj"), d, d, proj_std, mode)?,
         c.n_head,
         Dropout::new(c.attn_pdrop, mode),
+        mode,
     );
     let ffn = FeedForward::new(
-        Linear::conv1d(vb.pp("mlp.c_fc"), d, c.inner_dim(), std)?,
-        Linear::conv1d(vb.pp("mlp.c_proj"), c.inner_dim(), d, proj_std)?,
+        Linear::conv1d(vb.pp("mlp.c_fc"), d, c.inner_dim(), std, mode)?,
+        Linear::conv1d(vb.pp("mlp.c_proj"), c.inner_dim(), d, proj_std, mode)?,
         c.activation_function,
         None,
     );
@@ -174,7 +174,7 @@ pub struct Gpt2Model {
 }
 
 impl Gpt2Model {
-    pub fn new(vb: VarBuilder, c: &Gpt2Config, mode: &TrainingMode) -> Result<Self> {
+    pub fn new(vb: VarBuilder, c: &Gpt2Config, mode: &ModelMode) -> Result<Self> {
         let std = c.initializer_range;
         Ok(Self {
             wte: Embedding::new(vb.pp("wte"), c.vocab_size, c.n_embd, std)?,

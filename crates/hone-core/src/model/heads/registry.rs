@@ -8,7 +8,7 @@ use candle_nn::VarBuilder;
 
 use super::{Head, HeadKind, Net};
 use crate::model::config::{ArchConfig, ModelType};
-use crate::model::layers::TrainingMode;
+use crate::model::layers::ModelMode;
 use crate::model::{bert, gpt2};
 
 /// What a builder gets: the parameters, the architecture, the head and the dropout switch.
@@ -17,7 +17,7 @@ pub struct Build<'a> {
     pub vb: VarBuilder<'a>,
     pub arch: &'a ArchConfig,
     pub head: &'a Head,
-    pub mode: &'a TrainingMode,
+    pub mode: &'a ModelMode,
 }
 
 /// One model class.

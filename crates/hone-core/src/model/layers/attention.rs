@@ -1,6 +1,6 @@
 use candle_core::{DType, Device, Result, Tensor};
 
-use super::{Dropout, Linear};
+use super::{Dropout, Linear, ModelMode};
 use crate::ops::{self, KvCache, Qkv};
 
 /// Added to the scores of positions that must not be attended to. Large enough that its
@@ -40,15 +40,24 @@ pub struct MultiHeadAttention {
     out: Linear,
     n_heads: usize,
     attn_dropout: Dropout,
+    /// The products run in the model's autocast dtype.
+    mode: ModelMode,
 }
 
 impl MultiHeadAttention {
-    pub fn new(qkv: QkvLayout, out: Linear, n_heads: usize, attn_dropout: Dropout) -> Self {
+    pub fn new(
+        qkv: QkvLayout,
+        out: Linear,
+        n_heads: usize,
+        attn_dropout: Dropout,
+        mode: &ModelMode,
+    ) -> Self {
         Self {
             qkv,
             out,
             n_heads,
             attn_dropout,
+            mode: mode.clone(),
         }
     }
 
@@ -75,7 +84,15 @@ impl MultiHeadAttention {
                 candle_core::bail!("a fused QKV projection cannot attend over a memory")
             }
         };
-        let y = ops::attention(qkv, self.n_heads, mask, Some(&self.attn_dropout), cache)?;
+        let dropout = Some(&self.attn_dropout as &dyn ops::KeepMask);
+        let y = ops::attention(
+            qkv,
+            self.n_heads,
+            mask,
+            dropout,
+            cache,
+            self.mode.autocast(),
+        )?;
         self.out.forward(&y)
     }
 }

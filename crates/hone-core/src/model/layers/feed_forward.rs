@@ -1,5 +1,4 @@
 use candle_core::{Result, Tensor};
-use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::{Dropout, Linear};
@@ -44,20 +43,6 @@ impl FeedForward {
             act,
             inner_dropout,
         }
-    }
-
-    /// A fresh FFN with `up`/`down` named as given under `vb`.
-    pub fn build(
-        vb: VarBuilder,
-        names: (&str, &str),
-        dim: usize,
-        hidden: usize,
-        act: Activation,
-        init_std: f64,
-    ) -> Result<Self> {
-        let up = Linear::new(vb.pp(names.0), dim, hidden, init_std)?;
-        let down = Linear::new(vb.pp(names.1), hidden, dim, init_std)?;
-        Ok(Self::new(up, down, act, None))
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

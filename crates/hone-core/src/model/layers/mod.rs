@@ -6,14 +6,16 @@ mod dropout;
 mod embedding;
 mod feed_forward;
 mod linear;
+mod mode;
 mod norm;
 
 pub use attention::{causal_mask, padding_mask, MultiHeadAttention, QkvLayout};
 pub use block::{ResidualOrder, TransformerBlock};
-pub use dropout::{Dropout, TrainingMode};
+pub use dropout::Dropout;
 pub use embedding::{position_ids, sinusoidal_table, Embedding, SinusoidalPositionalEncoding};
 pub use feed_forward::{Activation, FeedForward};
 pub use linear::Linear;
+pub use mode::{AutocastScope, ModelMode};
 pub use norm::LayerNorm;
 // The cache's layout is the attention op's business; the models hold one per layer.
 pub use crate::ops::KvCache;
