@@ -32,8 +32,9 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// `softmax(x * scale + mask)` over the last dimension in one pass; `mask` is additive
-/// (0 where attending, a large negative number where not) and broadcasts against `x`.
+/// `softmax(x * scale + mask)` over the last dimension (the composite attention's
+/// probabilities); `mask` is additive (0 where attending, a large negative number where
+/// not) and broadcasts against `x`.
 pub fn scaled_masked_softmax(x: &Tensor, scale: f64, mask: Option<&Tensor>) -> Result<Tensor> {
     let x = (x * scale)?;
     let x = match mask {
