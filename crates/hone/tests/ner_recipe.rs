@@ -94,9 +94,34 @@ fn bad_ner_data_fails_with_file_and_line_before_writing() {
     let err = finetune_error(&recipe(&train), &dir);
     assert!(err.contains(&format!("{}:1", valid.display())), "{err}");
     assert!(!out_dir.exists());
-    // An unknown task is refused by name.
+    // An unknown task is refused by name, with the tasks there are.
     let err = finetune_error("task = \"summarization\"\n", &dir);
-    assert!(err.contains("summarization"), "{err}");
+    assert!(
+        err.contains("summarization") && err.contains("`token-classification`"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_misspelt_recipe_value_fails_before_reading_data_or_writing() {
+    let dir = scratch("misspelt");
+    let out_dir = dir.join("run");
+    let recipe = format!(
+        "[model]\nmodel_name_or_path = \"models/all-MiniLM-L6-v2\"\n[data]\ntrain_file = {:?}\n[training]\noutput_dir = {:?}\nlr_scheduler_type = \"cosin\"\n",
+        repo().join("../shared/data/sst2/train.tsv"),
+        out_dir
+    );
+    let err = finetune_error(&recipe, &dir);
+    // One line: file, line, key, and the accepted values.
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let at = format!(
+        "error: {}:7: lr_scheduler_type:",
+        dir.join("recipe.toml").display()
+    );
+    assert!(err.starts_with(&at), "{err:?} should start with {at:?}");
+    assert!(err.contains("`cosin`") && err.contains("`cosine`"), "{err}");
+    assert!(!out_dir.exists(), "nothing is written");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

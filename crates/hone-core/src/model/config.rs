@@ -232,3 +232,41 @@ impl ModelConfig {
         Ok(Value::Object(out))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TINY: &str = r#""model_type": "bert", "vocab_size": 10, "hidden_size": 4,
+        "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 8"#;
+
+    #[test]
+    fn problem_type_is_checked_and_defaults_as_in_hugging_face() {
+        let parse = |extra: &str| ModelConfig::parse(&format!("{{{TINY}{extra}}}"));
+        let err = parse(r#", "problem_type": "binary""#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("problem_type") && err.contains("single_label_classification"),
+            "{err}"
+        );
+        let head = |extra: &str| Head::from_config(&parse(extra).unwrap());
+        let seqcls = r#", "architectures": ["BertForSequenceClassification"]"#;
+        assert_eq!(
+            head(&format!(r#"{seqcls}, "id2label": {{"0": "score"}}"#)).problem(),
+            ProblemType::Regression,
+            "one label and no problem_type: regression"
+        );
+        assert_eq!(
+            head(&format!(
+                r#"{seqcls}, "id2label": {{"0": "a", "1": "b"}}, "problem_type": "multi_label_classification""#
+            ))
+            .problem(),
+            ProblemType::MultiLabel
+        );
+        let err = ModelConfig::parse(r#"{"model_type": "llama"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("llama") && err.contains("bert, gpt2"), "{err}");
+    }
+}
