@@ -328,7 +328,7 @@ impl ClassificationData {
             class_weights: class_weights.map(|w| Tensor::new(w, device)).transpose()?,
             label_smoothing: data.label_smoothing,
         };
-        let task = Self {
+        let prepared = Self {
             tokenizer,
             labels: labels.labels().to_vec(),
             problem,
@@ -338,7 +338,7 @@ impl ClassificationData {
             eval_batch_size: recipe.training.per_device_eval_batch_size,
             device: device.clone(),
         };
-        Ok((model, task))
+        Ok((model, prepared))
     }
 
     fn collate(&self, rows: &[&Encoded]) -> Result<(Tensor, Tensor, Tensor, Tensor)> {

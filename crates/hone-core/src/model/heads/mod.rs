@@ -347,12 +347,7 @@ net_kind!(TokenClassifier, TokenClassifier, "a token classifier");
 net_kind!(MaskedLm, MaskedLm, "a masked language model");
 net_kind!(CausalLm, CausalLm, "a causal language model");
 
-/// An error for a model whose head is not the one a command needs.
-pub(crate) fn wrong_head(class_name: &str, wanted: &str) -> anyhow::Error {
-    anyhow!("a {class_name} is not {wanted}")
-}
-
-/// Convert a [`Net`], or say which head it has instead.
+/// Convert a [`Net`] (of the model class `class_name`), or say what it is instead.
 pub(crate) fn net_as<N: NetKind + ?Sized>(net: Net, class_name: &str) -> AnyResult<Arc<N>> {
-    N::from_net(net).ok_or_else(|| wrong_head(class_name, N::WHAT))
+    N::from_net(net).ok_or_else(|| anyhow!("a {class_name} is not {}", N::WHAT))
 }

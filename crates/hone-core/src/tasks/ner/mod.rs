@@ -276,7 +276,7 @@ impl NerData {
             valid.len(),
             labels
         );
-        let task = Self {
+        let prepared = Self {
             tokenizer,
             labels,
             train: train_rows,
@@ -288,7 +288,7 @@ impl NerData {
             eval_batch_size: recipe.training.per_device_eval_batch_size,
             device: device.clone(),
         };
-        Ok((model, task))
+        Ok((model, prepared))
     }
 
     /// Predicted tags of the first `max_sentences` validation sentences (all: None), with

@@ -288,7 +288,7 @@ impl CausalLmData {
                 None => String::new(),
             }
         );
-        let me = Self {
+        let prepared = Self {
             tokenizer,
             train_stream,
             valid_stream,
@@ -297,7 +297,7 @@ impl CausalLmData {
             eval_batch_size: recipe.training.per_device_eval_batch_size,
             device: device.clone(),
         };
-        Ok((model, me))
+        Ok((model, prepared))
     }
 
     /// Window start of the `i`-th training example.
@@ -453,7 +453,7 @@ impl MaskedLmData {
             train_instances.len(),
             valid_instances.len()
         );
-        let me = Self {
+        let prepared = Self {
             tokenizer,
             nsp,
             train_instances,
@@ -463,7 +463,7 @@ impl MaskedLmData {
             eval_batch_size: recipe.training.per_device_eval_batch_size,
             device: device.clone(),
         };
-        Ok((model, me))
+        Ok((model, prepared))
     }
 
     fn loss(
