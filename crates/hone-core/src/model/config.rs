@@ -73,6 +73,11 @@ pub trait Architecture: std::fmt::Debug + Send + Sync {
     fn position_table(&self) -> Option<String>;
     /// Set the dropout before a classification head (the recipe's `classifier_dropout`).
     fn set_classifier_dropout(&mut self, p: f64) -> Result<()>;
+    /// The linear layers PEFT puts LoRA on by default (its per-model mapping).
+    fn default_lora_targets(&self) -> Vec<String>;
+    /// Whether the linear layer `module` stores its weight `[in, out]` (GPT-2's `Conv1D`)
+    /// rather than `[out, in]`: PEFT's `fan_in_fan_out`, and how a merge adds `B A`.
+    fn stores_transposed(&self, module: &str) -> bool;
 }
 
 /// Architecture hyper-parameters by `model_type`. The one place that lists the

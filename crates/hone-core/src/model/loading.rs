@@ -9,31 +9,74 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 
-use super::config::ModelConfig;
+use super::adapter::{
+    is_adapter_param, peft_name, AdapterFiles, Adapters, LoraConfig, ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+};
+use super::config::{ArchConfig, ModelConfig};
 use super::heads::registry::{self, Build};
 use super::heads::{net_as, Head, Net, NetKind};
 use super::{ModelMode, ParamStore};
 
-/// The files of a model directory, checked to exist.
+/// The files of a model directory, checked to exist: a Hugging Face model, or a PEFT
+/// adapter directory together with the base model it was trained on.
 #[derive(Debug, Clone)]
 pub struct ModelDir {
+    /// The directory named (the adapter's, for an adapter).
     pub path: PathBuf,
     pub config: ModelConfig,
+    /// Where the base weights are: `path` itself, or an adapter's base model.
+    pub weights_dir: PathBuf,
+    pub adapter: Option<AdapterFiles>,
 }
 
 impl ModelDir {
-    /// Open a directory, reading its `config.json`.
+    /// Open a model directory, or an adapter directory with the base its config names.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with_base(path, None)
+    }
+
+    /// Open a directory; for an adapter, `base` (when given) is the base model's
+    /// directory instead of the one `adapter_config.json` names.
+    pub fn open_with_base(path: &Path, base: Option<&Path>) -> Result<Self> {
         if !path.is_dir() {
             bail!("model directory {} does not exist", path.display())
         }
-        let config_path = path.join("config.json");
-        if !config_path.is_file() {
-            bail!("{} has no config.json", path.display())
+        let Some(adapter) = AdapterFiles::find(path)? else {
+            if base.is_some() {
+                bail!(
+                    "--base is for adapter directories; {} has no {ADAPTER_CONFIG}",
+                    path.display()
+                )
+            }
+            let config_path = path.join("config.json");
+            if !config_path.is_file() {
+                bail!("{} has no config.json", path.display())
+            }
+            return Ok(Self {
+                path: path.to_path_buf(),
+                config: ModelConfig::load(&config_path)?,
+                weights_dir: path.to_path_buf(),
+                adapter: None,
+            });
+        };
+        let base_dir = adapter.base_dir(base)?;
+        let base_config = base_dir.join("config.json");
+        if !base_config.is_file() {
+            bail!("the base model {} has no config.json", base_dir.display())
         }
+        // hone saves the model's own config (head, labels) beside the adapter; a PEFT
+        // directory from elsewhere has only the base's, and its head follows the task type.
+        let own = path.join("config.json");
+        let config = match own.is_file() {
+            true => ModelConfig::load(&own)?,
+            false => adapter.head_config(ModelConfig::load(&base_config)?)?,
+        };
         Ok(Self {
             path: path.to_path_buf(),
-            config: ModelConfig::load(&config_path)?,
+            config,
+            weights_dir: base_dir,
+            adapter: Some(adapter),
         })
     }
 
@@ -41,17 +84,29 @@ impl ModelDir {
     pub fn weights_path(&self) -> Result<PathBuf> {
         ["model.safetensors", "pytorch_model.bin"]
             .iter()
-            .map(|f| self.path.join(f))
+            .map(|f| self.weights_dir.join(f))
             .find(|p| p.is_file())
             .with_context(|| {
                 format!(
                     "{} has neither model.safetensors nor pytorch_model.bin",
-                    self.path.display()
+                    self.weights_dir.display()
                 )
             })
     }
 
-    /// Read every checkpoint tensor.
+    /// Where the tokenizer is: the directory itself, else an adapter's base.
+    pub fn tokenizer_dir(&self) -> &Path {
+        let own = ["tokenizer.json", "vocab.txt"]
+            .iter()
+            .any(|f| self.path.join(f).is_file());
+        if own {
+            &self.path
+        } else {
+            &self.weights_dir
+        }
+    }
+
+    /// Read every checkpoint tensor of the base model.
     pub fn read_weights(&self, device: &Device) -> Result<(HashMap<String, Tensor>, PathBuf)> {
         let path = self.weights_path()?;
         let tensors = if path.extension().is_some_and(|e| e == "bin") {
@@ -78,6 +133,9 @@ pub struct Model<N: ?Sized> {
     pub params: ParamStore,
     pub mode: ModelMode,
     pub device: Device,
+    /// The LoRA adapter the model carries: only it (and the head) trains, and it is what
+    /// a save writes.
+    pub adapter: Option<LoraConfig>,
 }
 
 impl<N: ?Sized> Clone for Model<N> {
@@ -89,6 +147,7 @@ impl<N: ?Sized> Clone for Model<N> {
             params: self.params.clone(),
             mode: self.mode.clone(),
             device: self.device.clone(),
+            adapter: self.adapter.clone(),
         }
     }
 }
@@ -112,6 +171,7 @@ impl Model<Net> {
             params: self.params,
             mode: self.mode,
             device: self.device,
+            adapter: self.adapter,
         })
     }
 }
@@ -119,20 +179,47 @@ impl Model<Net> {
 impl<N: NetKind + ?Sized> Model<N> {
     /// Put `head` on the architecture in `config`, taking weights from `params`.
     pub fn build(
-        mut config: ModelConfig,
+        config: ModelConfig,
         head: Head,
         params: ParamStore,
         device: &Device,
         seed: u64,
     ) -> Result<Self> {
+        Self::build_adapted(config, head, params, None, device, seed)
+    }
+
+    /// [`Model::build`] with a LoRA adapter on the layers it targets; then only the
+    /// adapter, the modules to save and the biases it names train.
+    fn build_adapted(
+        mut config: ModelConfig,
+        head: Head,
+        params: ParamStore,
+        adapter: Option<LoraConfig>,
+        device: &Device,
+        seed: u64,
+    ) -> Result<Self> {
         let spec = registry::find(config.arch.model_type(), head.kind())?;
         let mode = ModelMode::new(seed);
+        if let Some(lora) = &adapter {
+            lora.validate()?;
+            let adapters = Adapters {
+                config: lora.clone(),
+                base_prefix: config.arch.base_prefix().to_string(),
+            };
+            let kind = head.kind();
+            let rule = adapters.clone();
+            params.set_trainable(move |name| rule.trains(name, kind));
+            mode.set_adapters(Some(adapters));
+        }
         let net = (spec.build)(&Build {
             vb: params.var_builder(DType::F32, device),
             arch: &config.arch,
             head: &head,
             mode: &mode,
         })?;
+        if let Some(lora) = &adapter {
+            check_adapter_fits(&params, lora, &config.arch)?;
+        }
         params.finish_loading();
         config.architecture = Some(spec.class_name.to_string());
         if !head.labels().is_empty() {
@@ -148,23 +235,71 @@ impl<N: NetKind + ?Sized> Model<N> {
             params,
             mode,
             device: device.clone(),
+            adapter,
         })
     }
 
     /// Load a model directory and put `head` on it; head parameters the checkpoint lacks
-    /// are initialised from `seed`.
+    /// are initialised from `seed`. An adapter directory brings its trained adapter (and
+    /// head), which must fit the base tensor for tensor.
     pub fn load_for(model_dir: &ModelDir, head: Head, device: &Device, seed: u64) -> Result<Self> {
-        let spec = registry::find(model_dir.config.arch.model_type(), head.kind())?;
-        let (tensors, path) = model_dir.read_weights(device)?;
-        let params = ParamStore::with_checkpoint(
-            tensors,
-            &path.display().to_string(),
+        Self::load_dir(model_dir, head, None, device, seed)
+    }
+
+    /// Load a model directory for training a new LoRA adapter on it: the adapter starts
+    /// as PEFT starts it, the head as [`Model::load_for`] does, the base stays frozen.
+    pub fn load_with_new_adapter(
+        model_dir: &ModelDir,
+        head: Head,
+        adapter: LoraConfig,
+        device: &Device,
+        seed: u64,
+    ) -> Result<Self> {
+        if model_dir.adapter.is_some() {
+            bail!(
+                "{} is an adapter already; train a new one on its base model",
+                model_dir.path.display()
+            )
+        }
+        Self::load_dir(model_dir, head, Some(adapter), device, seed)
+    }
+
+    fn load_dir(
+        model_dir: &ModelDir,
+        head: Head,
+        new_adapter: Option<LoraConfig>,
+        device: &Device,
+        seed: u64,
+    ) -> Result<Self> {
+        let arch = &model_dir.config.arch;
+        let spec = registry::find(arch.model_type(), head.kind())?;
+        let (mut tensors, path) = model_dir.read_weights(device)?;
+        let mut source = path.display().to_string();
+        // A trained adapter brings its head too: nothing may be missing then.
+        let mut new_ok: Vec<String> = spec.head_params.iter().map(|p| p.to_string()).collect();
+        let adapter = match (&model_dir.adapter, new_adapter) {
+            (Some(files), _) => {
+                tensors.extend(files.read_weights(device)?);
+                source = format!("{source} + {}", files.dir.join(ADAPTER_WEIGHTS).display());
+                new_ok.clear();
+                Some(files.config.clone())
+            }
+            (None, new) => new,
+        };
+        let params =
+            ParamStore::with_checkpoint(tensors, &source, seed, arch.base_prefix(), new_ok);
+        if adapter.is_some() && model_dir.adapter.is_none() {
+            params.allow_new_adapters();
+        }
+        Self::build_adapted(
+            model_dir.config.clone(),
+            head,
+            params,
+            adapter,
+            device,
             seed,
-            model_dir.config.arch.base_prefix(),
-            spec.head_params.iter().map(|p| p.to_string()).collect(),
-        );
-        Self::build(model_dir.config.clone(), head, params, device, seed)
-            .with_context(|| format!("cannot load the model in {}", model_dir.path.display()))
+        )
+        .with_context(|| format!("cannot load the model in {}", model_dir.path.display()))
     }
 
     /// A model with freshly initialised weights (pretraining from scratch).
@@ -176,6 +311,40 @@ impl<N: NetKind + ?Sized> Model<N> {
     ) -> Result<Self> {
         Self::build(config, head, ParamStore::fresh(seed), device, seed)
     }
+}
+
+/// After building with an adapter: it reached some layer, and every adapter tensor the
+/// checkpoint brought found its place (else the adapter was made for another model).
+fn check_adapter_fits(params: &ParamStore, lora: &LoraConfig, arch: &ArchConfig) -> Result<()> {
+    let all = params.params();
+    if !all.iter().any(|(n, _)| is_adapter_param(n)) {
+        let mut layers: Vec<&str> = all
+            .iter()
+            .filter(|(n, v)| n.ends_with(".weight") && v.rank() == 2)
+            .filter_map(|(n, _)| n.strip_suffix(".weight")?.rsplit('.').next())
+            .filter(|m| !m.chars().all(|c| c.is_ascii_digit()))
+            .collect();
+        layers.sort();
+        layers.dedup();
+        bail!(
+            "peft target_modules {:?} match no linear layer of this {} model (its layers are named {})",
+            lora.target_modules,
+            arch.model_type(),
+            layers.join(", ")
+        )
+    }
+    if let Some(stray) = params
+        .unused_checkpoint_tensors()
+        .into_iter()
+        .find(|n| is_adapter_param(n) || params.is_trainable(n))
+    {
+        bail!(
+            "adapter tensor `{stray}` has no place in this {} model (target_modules {:?})",
+            arch.model_type(),
+            lora.target_modules
+        )
+    }
+    Ok(())
 }
 
 impl<N: ?Sized> Model<N> {
@@ -217,10 +386,118 @@ impl<N: ?Sized> Model<N> {
             .sum()
     }
 
-    /// Write `config.json` and `model.safetensors` into `dir` (Hugging Face layout).
+    /// Write the model into `dir` in Hugging Face's layout: `config.json` and
+    /// `model.safetensors`; with an adapter, `config.json` (hone's head and labels) and
+    /// PEFT's `adapter_config.json` and `adapter_model.safetensors` (the adapter and the
+    /// modules to save only; the base stays where it is).
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         crate::io::write_json(&dir.join("config.json"), &self.config.to_json()?)?;
-        self.params.save_safetensors(&dir.join("model.safetensors"))
+        let Some(lora) = &self.adapter else {
+            return self.params.save_safetensors(&dir.join("model.safetensors"));
+        };
+        let arch = &self.config.arch;
+        let mut file = LoraConfig {
+            fan_in_fan_out: arch.stores_transposed(arch.base_prefix()),
+            ..lora.clone()
+        };
+        file.task_type
+            .get_or_insert_with(|| LoraConfig::task_type_for(self.head.kind()).to_string());
+        crate::io::write_json(
+            &dir.join(ADAPTER_CONFIG),
+            &file.to_peft_json(self.head.kind()),
+        )?;
+        let tensors: HashMap<String, Tensor> = self
+            .params
+            .trainable_params()
+            .into_iter()
+            .map(|(n, v)| (peft_name(&n), v.as_tensor().clone()))
+            .collect();
+        crate::io::write_atomically(&dir.join(ADAPTER_WEIGHTS), |tmp| {
+            candle_core::safetensors::save(&tensors, tmp).map_err(anyhow::Error::from)
+        })
+    }
+
+    /// Set the weights back from what [`Model::save`] wrote into `dir` (a checkpoint):
+    /// every parameter, or with an adapter the ones that train.
+    pub fn load_weights(&self, dir: &Path) -> Result<()> {
+        let (path, params, tensors) = match &self.adapter {
+            None => {
+                let path = dir.join("model.safetensors");
+                let tensors = candle_core::safetensors::load(&path, &self.device)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                (path, self.params.params(), tensors)
+            }
+            Some(_) => {
+                let files = AdapterFiles {
+                    dir: dir.to_path_buf(),
+                    config: LoraConfig::load(dir)?,
+                };
+                let tensors = files.read_weights(&self.device)?;
+                (
+                    dir.join(ADAPTER_WEIGHTS),
+                    self.params.trainable_params(),
+                    tensors,
+                )
+            }
+        };
+        for (name, var) in params {
+            let t = tensors
+                .get(&name)
+                .with_context(|| format!("{} lacks tensor `{name}`", path.display()))?;
+            if t.shape() != var.shape() {
+                bail!(
+                    "tensor `{name}` in {} has shape {:?}, the model expects {:?}",
+                    path.display(),
+                    t.dims(),
+                    var.dims()
+                )
+            }
+            var.set(t)?;
+        }
+        Ok(())
+    }
+
+    /// Write the model with its adapter folded in, `W + (alpha / r) B A`, as a plain
+    /// Hugging Face model directory (what `hone merge` does; PEFT's `merge_and_unload`).
+    pub fn save_merged(&self, dir: &Path) -> Result<()> {
+        let lora = self
+            .adapter
+            .as_ref()
+            .context("the model has no adapter to merge")?;
+        let all: HashMap<String, Tensor> = self
+            .params
+            .params()
+            .into_iter()
+            .map(|(n, v)| (n, v.as_tensor().clone()))
+            .collect();
+        let arch = &self.config.arch;
+        let mut merged = HashMap::new();
+        for (name, weight) in &all {
+            if is_adapter_param(name) {
+                continue;
+            }
+            let module = name.strip_suffix(".weight").unwrap_or("");
+            let a = all.get(&format!("{module}.lora_A.weight"));
+            let b = all.get(&format!("{module}.lora_B.weight"));
+            let weight = match (a, b) {
+                (Some(a), Some(b)) => {
+                    // [out, r] x [r, in] -> [out, in]; a Conv1D stores W as [in, out].
+                    let delta = (b.matmul(a)? * lora.scale())?;
+                    let delta = match arch.stores_transposed(module) {
+                        true => delta.t()?,
+                        false => delta,
+                    };
+                    (weight + delta)?
+                }
+                _ => weight.clone(),
+            };
+            merged.insert(name.clone(), weight);
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        crate::io::write_json(&dir.join("config.json"), &self.config.to_json()?)?;
+        crate::io::write_atomically(&dir.join("model.safetensors"), |tmp| {
+            candle_core::safetensors::save(&merged, tmp).map_err(anyhow::Error::from)
+        })
     }
 }

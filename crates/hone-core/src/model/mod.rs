@@ -3,6 +3,7 @@
 //! them (with their registry), and [`Model`]: a network with its parameters, loaded from or
 //! saved to a Hugging Face model directory.
 
+pub mod adapter;
 pub mod bert;
 pub mod config;
 pub mod gpt2;

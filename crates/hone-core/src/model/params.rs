@@ -36,6 +36,9 @@ pub struct ParamStore {
     inner: Arc<Mutex<Inner>>,
 }
 
+/// Which parameters train (the others are frozen).
+type Trainable = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 struct Inner {
     checkpoint: HashMap<String, Tensor>,
     checkpoint_name: String,
@@ -45,6 +48,11 @@ struct Inner {
     new_ok: Vec<String>,
     params: Vec<(String, Var)>,
     index: HashMap<String, usize>,
+    /// None: every parameter trains. A frozen parameter reaches the layers detached, as a
+    /// constant, so no gradient is computed for it.
+    trainable: Option<Trainable>,
+    /// Adapter matrices (`lora_A`, `lora_B`) may be fresh: a new adapter is being trained.
+    new_adapters: bool,
     used: BTreeSet<String>,
     newly_initialized: Vec<String>,
     rng: ChaCha8Rng,
@@ -73,6 +81,8 @@ impl ParamStore {
             new_ok,
             params: vec![],
             index: HashMap::new(),
+            trainable: None,
+            new_adapters: false,
             used: BTreeSet::new(),
             newly_initialized: vec![],
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -80,6 +90,32 @@ impl ParamStore {
         Self {
             inner: Arc::new(Mutex::new(inner)),
         }
+    }
+
+    /// Train only the parameters `trainable` accepts (call it before the model is built).
+    pub fn set_trainable(&self, trainable: impl Fn(&str) -> bool + Send + Sync + 'static) {
+        self.lock().trainable = Some(Arc::new(trainable));
+    }
+
+    /// Let adapter matrices the checkpoint lacks be initialised (training a new adapter).
+    pub fn allow_new_adapters(&self) {
+        self.lock().new_adapters = true;
+    }
+
+    /// Whether `name` trains.
+    pub fn is_trainable(&self, name: &str) -> bool {
+        self.lock().trainable.as_ref().is_none_or(|t| t(name))
+    }
+
+    /// The parameters that train, in creation order.
+    pub fn trainable_params(&self) -> Vec<(String, Var)> {
+        let inner = self.lock();
+        inner
+            .params
+            .iter()
+            .filter(|(n, _)| inner.trainable.as_ref().is_none_or(|t| t(n)))
+            .cloned()
+            .collect()
     }
 
     /// A [`VarBuilder`] over this store.
@@ -208,9 +244,15 @@ impl candle_nn::var_builder::SimpleBackend for ParamStore {
         dev: &Device,
     ) -> Result<Tensor> {
         let mut inner = self.lock();
+        let frozen = inner.trainable.as_ref().is_some_and(|t| !t(name));
+        // A frozen parameter is a constant to the graph; it shares the variable's storage.
+        let handed = |var: &Var| match frozen {
+            true => var.as_tensor().detach(),
+            false => var.as_tensor().clone(),
+        };
         if let Some(&i) = inner.index.get(name) {
             // Asked twice (a tied weight): the same variable.
-            return Ok(inner.params[i].1.as_tensor().clone());
+            return Ok(handed(&inner.params[i].1));
         }
         let tensor = match inner.find(name) {
             Some(key) => {
@@ -227,7 +269,9 @@ impl candle_nn::var_builder::SimpleBackend for ParamStore {
                 t.to_dtype(dtype)?.to_device(dev)?
             }
             None => {
-                if !inner.new_ok.iter().any(|p| name.starts_with(p.as_str())) {
+                let new_ok = inner.new_ok.iter().any(|p| name.starts_with(p.as_str()))
+                    || (inner.new_adapters && crate::model::adapter::is_adapter_param(name));
+                if !new_ok {
                     bail!(
                         "tensor `{name}` (shape {:?}) is missing from {}",
                         shape.dims(),
@@ -242,7 +286,7 @@ impl candle_nn::var_builder::SimpleBackend for ParamStore {
         let idx = inner.params.len();
         inner.params.push((name.to_string(), var.clone()));
         inner.index.insert(name.to_string(), idx);
-        Ok(var.as_tensor().clone())
+        Ok(handed(&var))
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> Result<Tensor> {

@@ -127,6 +127,12 @@ impl Architecture for BertConfig {
         self.classifier_dropout = Some(p);
         Ok(())
     }
+    fn default_lora_targets(&self) -> Vec<String> {
+        vec!["query".into(), "value".into()]
+    }
+    fn stores_transposed(&self, _module: &str) -> bool {
+        false
+    }
 }
 
 /// Word, position and token-type embeddings, summed, normalised and dropped out.

@@ -122,6 +122,13 @@ impl Architecture for Gpt2Config {
     fn position_table(&self) -> Option<String> {
         Some("transformer.wpe.weight".into())
     }
+    fn default_lora_targets(&self) -> Vec<String> {
+        vec!["c_attn".into()]
+    }
+    /// Every linear layer inside the stack is a `Conv1D`; the heads (`score`) are not.
+    fn stores_transposed(&self, module: &str) -> bool {
+        module.starts_with(self.base_prefix())
+    }
     fn set_classifier_dropout(&mut self, _p: f64) -> AnyResult<()> {
         anyhow::bail!(
             "classifier_dropout: GPT-2's sequence classifier has no dropout before its `score` layer (as in Hugging Face)"

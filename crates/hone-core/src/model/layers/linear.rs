@@ -1,9 +1,10 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use super::ModelMode;
+use super::{Dropout, ModelMode};
 
-/// `y = x W^T + b`, its product in the model's autocast dtype. Hugging Face's GPT-2
+/// `y = x W^T + b`, its product in the model's autocast dtype, plus a LoRA adapter's
+/// `(alpha / r) B A dropout(x)` when the model gives this layer one. Hugging Face's GPT-2
 /// `Conv1D` stores `W^T` instead; [`Linear::conv1d`] loads that layout and multiplies
 /// without the transpose.
 #[derive(Debug, Clone)]
@@ -12,7 +13,18 @@ pub struct Linear {
     bias: Option<Tensor>,
     /// The weight is stored `[in, out]` (GPT-2 Conv1D) rather than `[out, in]`.
     stored_transposed: bool,
+    lora: Option<Lora>,
     mode: ModelMode,
+}
+
+/// A LoRA adapter: `A [r, in]` (Kaiming-uniform, as PEFT starts it) and `B [out, r]`
+/// (zero, so a fresh adapter changes nothing), named `lora_A` / `lora_B` under the layer.
+#[derive(Debug, Clone)]
+struct Lora {
+    a: Tensor,
+    b: Tensor,
+    scale: f64,
+    dropout: Dropout,
 }
 
 /// BERT and GPT-2 initialise weights from N(0, 0.02) and biases at zero.
@@ -34,7 +46,7 @@ impl Linear {
     ) -> Result<Self> {
         let weight = vb.get_with_hints((out_dim, in_dim), "weight", weight_init(init_std))?;
         let bias = vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?;
-        Ok(Self::from_weight(weight, Some(bias), mode))
+        Self::from_weight(weight, Some(bias), mode).with_adapter(&vb, in_dim, out_dim)
     }
 
     /// A `[out, in]` weight named `weight` and no bias (GPT-2's classification `score`).
@@ -46,7 +58,7 @@ impl Linear {
         mode: &ModelMode,
     ) -> Result<Self> {
         let weight = vb.get_with_hints((out_dim, in_dim), "weight", weight_init(init_std))?;
-        Ok(Self::from_weight(weight, None, mode))
+        Self::from_weight(weight, None, mode).with_adapter(&vb, in_dim, out_dim)
     }
 
     /// GPT-2's `Conv1D`: the weight is stored `[in, out]`.
@@ -59,10 +71,11 @@ impl Linear {
     ) -> Result<Self> {
         let weight = vb.get_with_hints((in_dim, out_dim), "weight", weight_init(init_std))?;
         let bias = vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?;
-        Ok(Self {
+        let layer = Self {
             stored_transposed: true,
             ..Self::from_weight(weight, Some(bias), mode)
-        })
+        };
+        layer.with_adapter(&vb, in_dim, out_dim)
     }
 
     /// A linear map from an existing weight `[out, in]`, e.g. an LM head tied to the token
@@ -72,8 +85,37 @@ impl Linear {
             weight,
             bias,
             stored_transposed: false,
+            lora: None,
             mode: mode.clone(),
         }
+    }
+
+    /// The layer with an adapter when its model targets it (by the layer's name, `vb`'s
+    /// prefix).
+    fn with_adapter(mut self, vb: &VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
+        let Some(config) = self.mode.adapter_for(&vb.prefix()) else {
+            return Ok(self);
+        };
+        // PyTorch's kaiming_uniform_(a = sqrt(5)) on [r, in]: U(+-1/sqrt(in)).
+        let bound = 1.0 / (in_dim as f64).sqrt();
+        let a = vb.pp("lora_A").get_with_hints(
+            (config.r, in_dim),
+            "weight",
+            Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        )?;
+        let b = vb
+            .pp("lora_B")
+            .get_with_hints((out_dim, config.r), "weight", Init::Const(0.0))?;
+        self.lora = Some(Lora {
+            a,
+            b,
+            scale: config.scale(),
+            dropout: Dropout::new(config.lora_dropout, &self.mode),
+        });
+        Ok(self)
     }
 
     /// The weight as stored.
@@ -83,12 +125,18 @@ impl Linear {
 
     /// `x [..., in]` -> `[..., out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        crate::ops::linear(
-            x,
-            &self.weight,
-            self.bias.as_ref(),
-            self.stored_transposed,
-            self.mode.autocast(),
-        )
+        let autocast = self.mode.autocast();
+        let t = self.stored_transposed;
+        let y = crate::ops::linear(x, &self.weight, self.bias.as_ref(), t, autocast)?;
+        match &self.lora {
+            None => Ok(y),
+            Some(lora) => {
+                // [..., in] -> [..., r] -> [..., out]
+                let h = lora.dropout.forward(x)?;
+                let h = crate::ops::linear(&h, &lora.a, None, false, autocast)?;
+                let h = crate::ops::linear(&h, &lora.b, None, false, autocast)?;
+                y + (h * lora.scale)?
+            }
+        }
     }
 }

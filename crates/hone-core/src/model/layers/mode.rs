@@ -2,13 +2,16 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::DType;
 use rand::Rng;
+
+use crate::model::adapter::{Adapters, LoraConfig};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 /// How one model runs, shared by all its layers: training or evaluation (dropout on or
-/// off), the random stream dropout masks come from, and the dtype its matrix products run
-/// in (autocast). candle's CPU RNG cannot be seeded, so masks are drawn here from a seeded
-/// ChaCha stream whose position can be saved and restored for an exact resume.
+/// off), the random stream dropout masks come from, the dtype its matrix products run in
+/// (autocast), and the LoRA adapters its linear layers carry. candle's CPU RNG cannot be
+/// seeded, so masks are drawn here from a seeded ChaCha stream whose position can be saved
+/// and restored for an exact resume.
 #[derive(Debug, Clone)]
 pub struct ModelMode {
     inner: Arc<Mutex<ModeState>>,
@@ -20,6 +23,7 @@ struct ModeState {
     rng: ChaCha8Rng,
     /// bf16 or fp16 for autocast-style mixed precision; None: the inputs' own dtype.
     autocast: Option<DType>,
+    adapters: Option<Arc<Adapters>>,
 }
 
 impl ModelMode {
@@ -32,6 +36,7 @@ impl ModelMode {
                 training: false,
                 rng,
                 autocast: None,
+                adapters: None,
             })),
         }
     }
@@ -53,6 +58,20 @@ impl ModelMode {
 
     pub fn set_autocast(&self, dtype: Option<DType>) {
         self.inner.lock().expect("dropout state poisoned").autocast = dtype;
+    }
+
+    /// The adapters the model's linear layers get when they are built.
+    pub fn set_adapters(&self, adapters: Option<Adapters>) {
+        self.inner.lock().expect("dropout state poisoned").adapters = adapters.map(Arc::new);
+    }
+
+    /// The adapter settings for the linear layer named `module`, if it carries one.
+    pub fn adapter_for(&self, module: &str) -> Option<LoraConfig> {
+        let s = self.inner.lock().expect("dropout state poisoned");
+        let a = s.adapters.as_ref()?;
+        a.config
+            .targets(module, &a.base_prefix)
+            .then(|| a.config.clone())
     }
 
     /// Autocast to `dtype` until the scope is dropped, then back to the setting before.

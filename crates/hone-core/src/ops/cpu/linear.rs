@@ -89,52 +89,65 @@ impl Linear {
     }
 
     /// `dx = dy R^T` and the weight's gradient (`dy^T x`, or `x^T dy` when stored
-    /// transposed), each one GEMM over strided operands: no transposed copies.
-    fn grads(&self, x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
+    /// transposed), each one GEMM over strided operands: no transposed copies. Each only
+    /// when its input takes part in the gradient: a frozen weight is a constant, and its
+    /// product is skipped.
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let k = x.dim(candle_core::D::Minus1)?;
         let n = x.elem_count() / k.max(1);
         let (w0, w1) = w.dims2()?;
         let out = if self.transposed { w1 } else { w0 };
+        let (need_dx, need_dw) = (x.track_op(), w.track_op());
         let (dx, dw) = with_f32(x, |x| {
             with_f32(w, |w| {
                 with_f32(dy, |dy| {
-                    let mut dx = vec![0f32; n * k];
-                    let mut dw = vec![0f32; out * k];
-                    if n > 0 && out > 0 && k > 0 {
-                        // R^T is [out, k]: W itself, or W^T when stored [k, out].
-                        let (rt_rs, rt_cs) = if self.transposed { (1, out) } else { (k, 1) };
-                        // SAFETY: all operands are contiguous buffers of the sizes given.
-                        unsafe {
+                    let mut dx = vec![0f32; if need_dx { n * k } else { 0 }];
+                    let mut dw = vec![0f32; if need_dw { out * k } else { 0 }];
+                    if n == 0 || out == 0 || k == 0 {
+                        return Ok((dx, dw));
+                    }
+                    // R^T is [out, k]: W itself, or W^T when stored [k, out].
+                    let (rt_rs, rt_cs) = if self.transposed { (1, out) } else { (k, 1) };
+                    // SAFETY: all operands are contiguous buffers of the sizes given.
+                    unsafe {
+                        if need_dx {
                             par_gemm(
                                 (n, k, out),
                                 (dx.as_mut_ptr(), k, false),
                                 (dy.as_ptr(), out, 1),
                                 (w.as_ptr(), rt_rs, rt_cs),
                             );
-                            if self.transposed {
-                                // dW [k, out] = x^T dy
-                                par_gemm(
-                                    (k, out, n),
-                                    (dw.as_mut_ptr(), out, false),
-                                    (x.as_ptr(), 1, k),
-                                    (dy.as_ptr(), out, 1),
-                                );
-                            } else {
-                                // dW [out, k] = dy^T x
-                                par_gemm(
-                                    (out, k, n),
-                                    (dw.as_mut_ptr(), k, false),
-                                    (dy.as_ptr(), 1, out),
-                                    (x.as_ptr(), k, 1),
-                                );
-                            }
+                        }
+                        if need_dw && self.transposed {
+                            // dW [k, out] = x^T dy
+                            par_gemm(
+                                (k, out, n),
+                                (dw.as_mut_ptr(), out, false),
+                                (x.as_ptr(), 1, k),
+                                (dy.as_ptr(), out, 1),
+                            );
+                        } else if need_dw {
+                            // dW [out, k] = dy^T x
+                            par_gemm(
+                                (out, k, n),
+                                (dw.as_mut_ptr(), k, false),
+                                (dy.as_ptr(), 1, out),
+                                (x.as_ptr(), k, 1),
+                            );
                         }
                     }
                     Ok((dx, dw))
                 })
             })
         })?;
-        Ok((cpu_tensor(dx, x.shape())?, cpu_tensor(dw, w.shape())?))
+        let dx = need_dx.then(|| cpu_tensor(dx, x.shape())).transpose()?;
+        let dw = need_dw.then(|| cpu_tensor(dw, w.shape())).transpose()?;
+        Ok((dx, dw))
     }
 }
 
@@ -211,8 +224,7 @@ impl CustomOp2 for Linear {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = self.grads(x, w, dy)?;
-        Ok((Some(dx), Some(dw)))
+        self.grads(x, w, dy)
     }
 }
 
@@ -238,13 +250,19 @@ impl CustomOp3 for Linear {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _b: &Tensor,
+        b: &Tensor,
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (dx, dw) = self.grads(x, w, dy)?;
-        let out = dw.dim(if self.transposed { 1 } else { 0 })?;
-        let db = with_f32(dy, |dy| Ok(column_sums(dy, out)))?;
-        Ok((Some(dx), Some(dw), Some(cpu_tensor(db, &Shape::from(out))?)))
+        let out = w.dim(if self.transposed { 1 } else { 0 })?;
+        let db = match b.track_op() {
+            true => Some(cpu_tensor(
+                with_f32(dy, |dy| Ok(column_sums(dy, out)))?,
+                &Shape::from(out),
+            )?),
+            false => None,
+        };
+        Ok((dx, dw, db))
     }
 }
