@@ -94,6 +94,15 @@ impl Runtime {
     }
 }
 
+/// The process's peak resident memory so far (Linux's `VmHWM`), in bytes; None where the
+/// system does not say. On a GPU this is host memory only.
+pub fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// Let cuBLAS run f32 matrix products in TF32 on Ampere and newer GPUs (PyTorch's
 /// `allow_tf32`): much faster, with a 10-bit mantissa. No effect on the CPU.
 pub fn set_tf32(enabled: bool) {

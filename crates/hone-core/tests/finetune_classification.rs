@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use common::*;
 use hone_core::tasks::classification::{ClassificationData, ClassificationRecipe};
+use hone_core::tasks::PeftArgs;
 use hone_core::training::{EvalStrategy, Trainer};
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -35,8 +36,8 @@ fn sst2_recipe(out: &Path, train_rows: usize, eval_rows: usize) -> Classificatio
     r
 }
 
-fn read_weights(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+fn read_tensors(file: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(file).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut v: Vec<(String, Vec<u8>)> = st
         .tensors()
@@ -70,7 +71,10 @@ fn sst2_short_run_learns() {
     assert_eq!(config["architectures"][0], "BertForSequenceClassification");
     assert_eq!(config["id2label"]["0"], "0");
     assert_eq!(config["label2id"]["1"], 1);
-    let names: Vec<String> = read_weights(&out).into_iter().map(|(n, _)| n).collect();
+    let names: Vec<String> = read_tensors(&out.join("model.safetensors"))
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     assert!(names.contains(&"classifier.weight".to_string()));
     assert!(names.contains(&"bert.embeddings.word_embeddings.weight".to_string()));
     assert!(out.join("tokenizer.json").is_file());
@@ -97,44 +101,52 @@ fn sst2_short_run_learns() {
     std::fs::remove_dir_all(&out).unwrap();
 }
 
-/// Interrupt after k updates, resume, and end with bit-identical weights.
-#[test]
-fn resumed_run_matches_uninterrupted_run_bit_for_bit() {
-    let run = |name: &str, interrupt: Option<usize>| -> PathBuf {
-        let out = temp_dir(name);
-        let mut recipe = sst2_recipe(&out, 96, 32);
-        recipe.data.max_seq_length = 24;
-        recipe.training.per_device_train_batch_size = 8;
-        recipe.training.gradient_accumulation_steps = 2;
-        recipe.training.eval_strategy = EvalStrategy::No;
-        recipe.training.max_steps = Some(5);
-        recipe.training.logging_steps = 1;
+/// Train 5 updates straight, or interrupted after `interrupt` and resumed in a fresh
+/// model (as a new process would); with `peft`, a LoRA adapter. The output directory.
+fn train_resumable(name: &str, interrupt: Option<usize>, peft: Option<PeftArgs>) -> PathBuf {
+    let out = temp_dir(name);
+    let mut recipe = sst2_recipe(&out, 96, 32);
+    recipe.data.max_seq_length = 24;
+    recipe.training.per_device_train_batch_size = 8;
+    recipe.training.gradient_accumulation_steps = 2;
+    recipe.training.eval_strategy = EvalStrategy::No;
+    recipe.training.max_steps = Some(5);
+    recipe.training.logging_steps = 1;
+    recipe.peft = peft;
+    let (model, task) = ClassificationData::prepare(&recipe, &Device::Cpu).unwrap();
+    Trainer::<ClassificationData>::prepare_output_dir(&recipe.training, false).unwrap();
+    let mut args = recipe.training.clone();
+    args.interrupt_after_steps = interrupt;
+    let first = Trainer::new(args, &model, &task).train(false).unwrap();
+    if interrupt.is_some() {
+        assert!(first.interrupted);
+        // A fresh process: rebuild everything from the recipe, then resume.
         let (model, task) = ClassificationData::prepare(&recipe, &Device::Cpu).unwrap();
-        Trainer::<ClassificationData>::prepare_output_dir(&recipe.training, false).unwrap();
-        let mut args = recipe.training.clone();
-        args.interrupt_after_steps = interrupt;
-        let first = Trainer::new(args, &model, &task).train(false).unwrap();
-        if interrupt.is_some() {
-            assert!(first.interrupted);
-            // A fresh process: rebuild everything from the recipe, then resume.
-            let (model, task) = ClassificationData::prepare(&recipe, &Device::Cpu).unwrap();
-            Trainer::<ClassificationData>::prepare_output_dir(&recipe.training, true).unwrap();
-            let second = Trainer::new(recipe.training.clone(), &model, &task)
-                .train(true)
-                .unwrap();
-            assert_eq!(second.global_step, 5);
-        }
-        out
-    };
-    let straight = run("straight", None);
-    let resumed = run("resumed", Some(2));
-    let a = read_weights(&straight);
-    let b = read_weights(&resumed);
+        Trainer::<ClassificationData>::prepare_output_dir(&recipe.training, true).unwrap();
+        let second = Trainer::new(recipe.training.clone(), &model, &task)
+            .train(true)
+            .unwrap();
+        assert_eq!(second.global_step, 5);
+    }
+    out
+}
+
+/// Every tensor of two weight files is byte-identical.
+fn assert_same_tensors(a: &Path, b: &Path, file: &str) {
+    let (a, b) = (read_tensors(&a.join(file)), read_tensors(&b.join(file)));
     assert_eq!(a.len(), b.len());
     for ((na, da), (nb, db)) in a.iter().zip(&b) {
         assert_eq!(na, nb);
         assert!(da == db, "tensor {na} differs after resume");
     }
+}
+
+/// Interrupt after k updates, resume, and end with bit-identical weights.
+#[test]
+fn resumed_run_matches_uninterrupted_run_bit_for_bit() {
+    let straight = train_resumable("straight", None, None);
+    let resumed = train_resumable("resumed", Some(2), None);
+    assert_same_tensors(&straight, &resumed, "model.safetensors");
     // And training changed the weights at all.
     let base = candle_core::safetensors::load(minilm_dir().join("model.safetensors"), &Device::Cpu)
         .unwrap();
@@ -151,6 +163,29 @@ fn resumed_run_matches_uninterrupted_run_bit_for_bit() {
         .to_vec1::<f32>()
         .unwrap();
     assert!(max_abs_diff(&q, &q2) > 0.0);
+    std::fs::remove_dir_all(&straight).unwrap();
+    std::fs::remove_dir_all(&resumed).unwrap();
+}
+
+/// The same with a LoRA adapter (dropout on, so the random stream is resumed too): the
+/// checkpoints hold the adapter, the optimizer's moments for it alone, and the stream.
+#[test]
+fn a_resumed_lora_run_matches_the_uninterrupted_one_bit_for_bit() {
+    let peft = PeftArgs {
+        r: 4,
+        lora_alpha: 8.0,
+        lora_dropout: 0.1,
+        ..Default::default()
+    };
+    let straight = train_resumable("lora-straight", None, Some(peft.clone()));
+    let resumed = train_resumable("lora-resumed", Some(2), Some(peft));
+    assert_same_tensors(&straight, &resumed, "adapter_model.safetensors");
+    let adapter = read_tensors(&straight.join("adapter_model.safetensors"));
+    assert_eq!(
+        adapter.len(),
+        2 * 2 * 6 + 2,
+        "query/value A and B of 6 layers, classifier"
+    );
     std::fs::remove_dir_all(&straight).unwrap();
     std::fs::remove_dir_all(&resumed).unwrap();
 }

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use hone_core::inference::embed::{embed_texts, Pooling};
-use hone_core::model::{Encoder, Model};
+use hone_core::model::{Encoder, Model, ModelDir};
 use hone_core::runtime::DeviceSpec;
 use hone_core::tokenization::TextTokenizer;
 
@@ -13,6 +13,10 @@ use hone_core::tokenization::TextTokenizer;
 pub struct EmbedArgs {
     /// A BERT-family model directory with its tokenizer.
     model_dir: PathBuf,
+    /// For an adapter directory: the base model (instead of the one its
+    /// adapter_config.json names).
+    #[arg(long)]
+    base: Option<PathBuf>,
     /// Texts to embed; when none are given, one text per line is read from stdin.
     texts: Vec<String>,
     /// How token vectors become one sentence vector.
@@ -30,10 +34,11 @@ pub struct EmbedArgs {
 
 pub fn run(args: EmbedArgs) -> Result<()> {
     let device = args.device.open()?;
-    let model = Model::load(&args.model_dir, &device)?
+    let dir = ModelDir::open_with_base(&args.model_dir, args.base.as_deref())?;
+    let model = Model::open(&dir, &device)?
         .into_kind::<dyn Encoder>()
         .map_err(|e| e.context(args.model_dir.display().to_string()))?;
-    let mut tokenizer = TextTokenizer::from_dir(&args.model_dir)?;
+    let mut tokenizer = TextTokenizer::from_dir(dir.tokenizer_dir())?;
     tokenizer.set_max_length(Some(args.max_length))?;
     let texts = if args.texts.is_empty() {
         std::io::stdin()

@@ -10,12 +10,17 @@ use super::score::SeqevalMode;
 use super::ClassifierKind;
 use hone_core::inference::classify::TextClassificationPipeline;
 use hone_core::inference::ner::TokenClassificationPipeline;
+use hone_core::model::ModelDir;
 use hone_core::runtime::DeviceSpec;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// A fine-tuned model directory.
     model_dir: PathBuf,
+    /// For an adapter directory: the base model (instead of the one its
+    /// adapter_config.json names).
+    #[arg(long)]
+    base: Option<PathBuf>,
     /// A labelled file (.tsv/.csv/.jsonl).
     #[arg(long)]
     data: PathBuf,
@@ -51,15 +56,16 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> Result<()> {
     let device = args.device.open()?;
-    match super::classifier_kind(&args.model_dir, "eval")? {
-        ClassifierKind::Sequence => run_classification(&args, &device),
-        ClassifierKind::Token => run_ner(&args, &device),
+    let dir = ModelDir::open_with_base(&args.model_dir, args.base.as_deref())?;
+    match super::classifier_kind(&dir, "eval")? {
+        ClassifierKind::Sequence => run_classification(&args, &dir, &device),
+        ClassifierKind::Token => run_ner(&args, &dir, &device),
     }
 }
 
 /// Scikit-learn's report of a sequence classifier on a labelled table.
-fn run_classification(args: &EvalArgs, device: &candle_core::Device) -> Result<()> {
-    let classifier = TextClassificationPipeline::load(&args.model_dir, device, args.max_length)?;
+fn run_classification(args: &EvalArgs, dir: &ModelDir, device: &candle_core::Device) -> Result<()> {
+    let classifier = TextClassificationPipeline::open(dir, device, args.max_length)?;
     let spec =
         TableSpec::with_label(args.label_column.clone()).text_columns(args.text_columns.clone());
     let table = read_table(&args.data, &spec)?;
@@ -103,12 +109,11 @@ fn run_classification(args: &EvalArgs, device: &candle_core::Device) -> Result<(
 }
 
 /// Entity-level report of a token-classification model on a labelled CoNLL file.
-fn run_ner(args: &EvalArgs, device: &candle_core::Device) -> Result<()> {
+fn run_ner(args: &EvalArgs, dir: &ModelDir, device: &candle_core::Device) -> Result<()> {
     let mode = args.mode.with_scheme(args.scheme);
     // Read (and check) the data before the model: bad input fails fast, with file:line.
     let sentences = super::score::read_tagged(&args.data, args.tag_column, args.scheme)?;
-    let classifier =
-        TokenClassificationPipeline::load(&args.model_dir, device, args.max_length, args.stride)?;
+    let classifier = TokenClassificationPipeline::open(dir, device, args.max_length, args.stride)?;
     let words: Vec<Vec<String>> = sentences.iter().map(|s| s.tokens.clone()).collect();
     let pred = classifier.predict_tags(&words, args.batch_size)?;
     let gold: Vec<Vec<String>> = sentences.into_iter().map(|s| s.tags).collect();

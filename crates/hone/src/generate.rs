@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 
 use hone_core::inference::generate::{generate, GenerationConfig};
-use hone_core::model::{CausalLm, Model};
+use hone_core::model::{CausalLm, Model, ModelDir};
 use hone_core::runtime::DeviceSpec;
 use hone_core::tokenization::TextTokenizer;
 
@@ -15,6 +15,10 @@ use hone_core::tokenization::TextTokenizer;
 pub struct GenerateArgs {
     /// A GPT-2 model directory with its tokenizer.json.
     model_dir: PathBuf,
+    /// For an adapter directory: the base model (instead of the one its
+    /// adapter_config.json names).
+    #[arg(long)]
+    base: Option<PathBuf>,
     /// The text to continue.
     #[arg(long)]
     prompt: String,
@@ -48,10 +52,11 @@ pub struct GenerateArgs {
 
 pub fn run(args: GenerateArgs) -> Result<()> {
     let device = args.device.open()?;
-    let model = Model::load(&args.model_dir, &device)?
+    let dir = ModelDir::open_with_base(&args.model_dir, args.base.as_deref())?;
+    let model = Model::open(&dir, &device)?
         .into_kind::<dyn CausalLm>()
         .map_err(|e| e.context(args.model_dir.display().to_string()))?;
-    let tokenizer = TextTokenizer::from_dir(&args.model_dir)?;
+    let tokenizer = TextTokenizer::from_dir(dir.tokenizer_dir())?;
     let cfg = GenerationConfig {
         max_new_tokens: args.max_new_tokens,
         temperature: args.temperature,

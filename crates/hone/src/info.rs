@@ -4,19 +4,24 @@ use anyhow::Result;
 use candle_core::Device;
 use clap::Args;
 
-use hone_core::model::Model;
+use hone_core::model::{Model, ModelDir};
 
 #[derive(Args, Debug)]
 pub struct InfoArgs {
     /// A Hugging Face model directory (config.json + model.safetensors).
     model_dir: PathBuf,
+    /// For an adapter directory: the base model (instead of the one its
+    /// adapter_config.json names).
+    #[arg(long)]
+    base: Option<PathBuf>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: InfoArgs) -> Result<()> {
-    let model = Model::load(&args.model_dir, &Device::Cpu)?;
+    let dir = ModelDir::open_with_base(&args.model_dir, args.base.as_deref())?;
+    let model = Model::open(&dir, &Device::Cpu)?;
     let arch = &model.config.arch;
     let info = serde_json::json!({
         "model_dir": args.model_dir.display().to_string(),

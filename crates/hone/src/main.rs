@@ -9,6 +9,7 @@ mod eval;
 mod finetune;
 mod generate;
 mod info;
+mod merge;
 mod predict;
 mod pretrain;
 mod run_recipe;
@@ -53,6 +54,8 @@ enum Command {
     Pretrain(pretrain::PretrainArgs),
     /// Generate text with a causal language model.
     Generate(generate::GenerateArgs),
+    /// Fold a LoRA adapter into its base: a plain Hugging Face model directory.
+    Merge(merge::MergeArgs),
     /// Train or inspect tokenizers.
     #[command(subcommand)]
     Tokenizer(tokenizer::TokenizerCommand),
@@ -100,6 +103,7 @@ fn run() -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Pretrain(a) => pretrain::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::Merge(a) => merge::run(a),
         Command::Tokenizer(c) => tokenizer::run(c),
     }
 }
@@ -122,15 +126,17 @@ enum ClassifierKind {
 
 /// Which classifier the model directory holds (from its config alone), or an error naming
 /// what it holds instead.
-fn classifier_kind(dir: &std::path::Path, command: &str) -> anyhow::Result<ClassifierKind> {
-    use hone_core::model::{Head, HeadKind, ModelDir};
-    let model_dir = ModelDir::open(dir)?;
+fn classifier_kind(
+    model_dir: &hone_core::model::ModelDir,
+    command: &str,
+) -> anyhow::Result<ClassifierKind> {
+    use hone_core::model::{Head, HeadKind};
     match Head::from_config(&model_dir.config).kind() {
         HeadKind::SequenceClassification => Ok(ClassifierKind::Sequence),
         HeadKind::TokenClassification => Ok(ClassifierKind::Token),
         _ => anyhow::bail!(
             "{} holds a {}; {command} takes sequence or token classifiers",
-            dir.display(),
+            model_dir.path.display(),
             model_dir
                 .config
                 .architecture

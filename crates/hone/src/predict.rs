@@ -6,6 +6,7 @@ use clap::{Args, ValueEnum};
 
 use hone_core::inference::classify::TextClassificationPipeline;
 use hone_core::inference::ner::TokenClassificationPipeline;
+use hone_core::model::ModelDir;
 use hone_core::runtime::DeviceSpec;
 
 use super::ClassifierKind;
@@ -14,6 +15,10 @@ use super::ClassifierKind;
 pub struct PredictArgs {
     /// A fine-tuned model directory.
     model_dir: PathBuf,
+    /// For an adapter directory: the base model (instead of the one its
+    /// adapter_config.json names).
+    #[arg(long)]
+    base: Option<PathBuf>,
     /// Input: a .tsv/.csv/.jsonl table (text columns by name) or plain text, one input per
     /// line; `-` (the default) reads plain text from stdin.
     #[arg(long, default_value = "-")]
@@ -48,17 +53,22 @@ enum InputFormat {
 
 pub fn run(args: PredictArgs) -> Result<()> {
     let device = args.device.open()?;
-    match super::classifier_kind(&args.model_dir, "predict")? {
-        ClassifierKind::Sequence => run_classification(&args, &device),
-        ClassifierKind::Token => run_ner(&args, &device),
+    let dir = ModelDir::open_with_base(&args.model_dir, args.base.as_deref())?;
+    match super::classifier_kind(&dir, "predict")? {
+        ClassifierKind::Sequence => run_classification(&args, &dir, &device),
+        ClassifierKind::Token => run_ner(&args, &dir, &device),
     }
 }
 
-fn run_classification(args: &PredictArgs, device: &candle_core::Device) -> Result<()> {
+fn run_classification(
+    args: &PredictArgs,
+    dir: &ModelDir,
+    device: &candle_core::Device,
+) -> Result<()> {
     if args.format != InputFormat::Text {
         bail!("--format conll is for token-classification models")
     }
-    let classifier = TextClassificationPipeline::load(&args.model_dir, device, args.max_length)?;
+    let classifier = TextClassificationPipeline::open(dir, device, args.max_length)?;
     let inputs = super::read_inputs(&args.input, &args.text_columns)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -109,10 +119,9 @@ fn read_conll_input(input: &str) -> Result<(Vec<ConllLine>, Vec<Vec<String>>)> {
     Ok((out, sentences))
 }
 
-fn run_ner(args: &PredictArgs, device: &candle_core::Device) -> Result<()> {
+fn run_ner(args: &PredictArgs, dir: &ModelDir, device: &candle_core::Device) -> Result<()> {
     // Loaded once the input has been read and checked.
-    let load =
-        || TokenClassificationPipeline::load(&args.model_dir, device, args.max_length, args.stride);
+    let load = || TokenClassificationPipeline::open(dir, device, args.max_length, args.stride);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match args.format {

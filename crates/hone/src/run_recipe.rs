@@ -80,6 +80,10 @@ pub fn train_and_report<R: Serialize, D: TrainingData>(
         "best_metric": out.best_metric,
         "stopped_early": out.stopped_early,
         "last_eval": out.last_eval,
+        "trainable_params": model.num_trainable_parameters(),
+        "total_params": model.num_parameters(),
+        // Host memory: what the CPU path uses (device memory is not measured).
+        "peak_rss_mb": hone_core::runtime::peak_memory_bytes().map(|b| b as f64 / 1048576.0),
     });
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())

@@ -6,7 +6,7 @@ use anyhow::Result;
 use candle_core::{DType, Device};
 use serde::Serialize;
 
-use crate::model::{Model, ProblemType, SequenceClassifier};
+use crate::model::{Model, ModelDir, ProblemType, SequenceClassifier};
 use crate::tokenization::{pad_batch, TextTokenizer};
 
 /// A fine-tuned sequence classifier (any architecture) with its tokenizer and labels.
@@ -37,10 +37,15 @@ impl TextClassificationPipeline {
     /// Load a model directory saved by `hone finetune` (or any Hugging Face
     /// `BertForSequenceClassification` / `GPT2ForSequenceClassification` directory).
     pub fn load(dir: &Path, device: &Device, max_length: usize) -> Result<Self> {
-        let model = Model::load(dir, device)?
+        Self::open(&ModelDir::open(dir)?, device, max_length)
+    }
+
+    /// [`Self::load`] on a directory already opened (an adapter with a given base, say).
+    pub fn open(dir: &ModelDir, device: &Device, max_length: usize) -> Result<Self> {
+        let model = Model::open(dir, device)?
             .into_kind::<dyn SequenceClassifier>()
-            .map_err(|e| e.context(dir.display().to_string()))?;
-        let mut tokenizer = TextTokenizer::from_dir(dir)?;
+            .map_err(|e| e.context(dir.path.display().to_string()))?;
+        let mut tokenizer = TextTokenizer::from_dir(dir.tokenizer_dir())?;
         tokenizer.set_max_length(Some(max_length))?;
         Self::new(model, tokenizer)
     }

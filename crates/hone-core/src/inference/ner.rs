@@ -11,7 +11,7 @@ use tokenizers::{
     NormalizedString, Normalizer, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer,
 };
 
-use crate::model::{Model, TokenClassifier};
+use crate::model::{Model, ModelDir, TokenClassifier};
 use crate::tasks::ner::{
     run_windows, tags_of, word_predictions, WindowedSentences, WordPrediction,
 };
@@ -62,10 +62,15 @@ impl TokenClassificationPipeline {
     /// Load a model directory saved by `hone finetune` (or any Hugging Face
     /// `BertForTokenClassification` directory).
     pub fn load(dir: &Path, device: &Device, max_length: usize, stride: usize) -> Result<Self> {
-        let model = Model::load(dir, device)?
+        Self::open(&ModelDir::open(dir)?, device, max_length, stride)
+    }
+
+    /// [`Self::load`] on a directory already opened (an adapter with a given base, say).
+    pub fn open(dir: &ModelDir, device: &Device, max_length: usize, stride: usize) -> Result<Self> {
+        let model = Model::open(dir, device)?
             .into_kind::<dyn TokenClassifier>()
-            .map_err(|e| e.context(dir.display().to_string()))?;
-        let tokenizer = TextTokenizer::from_dir(dir)?;
+            .map_err(|e| e.context(dir.path.display().to_string()))?;
+        let tokenizer = TextTokenizer::from_dir(dir.tokenizer_dir())?;
         Ok(Self::new(model, tokenizer, max_length, stride))
     }
 

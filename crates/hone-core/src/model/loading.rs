@@ -153,11 +153,16 @@ impl<N: ?Sized> Clone for Model<N> {
 }
 
 impl Model<Net> {
-    /// Load a model directory with the head its config names.
+    /// Load a model directory (or an adapter with its base) with the head its config
+    /// names.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        let model_dir = ModelDir::open(dir)?;
+        Self::open(&ModelDir::open(dir)?, device)
+    }
+
+    /// [`Model::load`] on a directory already opened.
+    pub fn open(model_dir: &ModelDir, device: &Device) -> Result<Self> {
         let head = Head::from_config(&model_dir.config);
-        Self::load_for(&model_dir, head, device, 0)
+        Self::load_for(model_dir, head, device, 0)
     }
 
     /// The same model as the network kind a pipeline needs, or an error naming what the
@@ -375,6 +380,15 @@ impl<N: ?Sized> Model<N> {
         var.set(&table)
             .with_context(|| format!("cannot initialise {name}"))?;
         Ok(())
+    }
+
+    /// Number of parameters that train (an adapter's and the head's, or all).
+    pub fn num_trainable_parameters(&self) -> usize {
+        self.params
+            .trainable_params()
+            .iter()
+            .map(|(_, v)| v.elem_count())
+            .sum()
     }
 
     /// Total number of parameters.

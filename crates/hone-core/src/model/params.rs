@@ -164,9 +164,16 @@ impl ParamStore {
         let newly = self.newly_initialized();
         // From scratch everything is new; say so only when some weights came from a file.
         if !newly.is_empty() && !self.lock().checkpoint.is_empty() {
+            let (adapters, others): (Vec<String>, Vec<String>) = newly
+                .into_iter()
+                .partition(|n| crate::model::adapter::is_adapter_param(n));
+            let mut parts = others;
+            if !adapters.is_empty() {
+                parts.push(format!("{} LoRA matrices", adapters.len()));
+            }
             tracing::info!(
                 "newly initialised (not in the checkpoint): {}",
-                newly.join(", ")
+                parts.join(", ")
             );
         }
         self.lock().checkpoint.clear();

@@ -11,7 +11,7 @@ use hone_data::{read_table, train_validation_split, CleanOptions, Example, Label
 use hone_metrics::{ClassificationReport, ZeroDivision};
 use serde::{Deserialize, Serialize};
 
-use super::{FinetuneTask, ModelArgs};
+use super::{FinetuneTask, ModelArgs, PeftArgs};
 use crate::model::{Head, Model, ProblemType, SequenceClassifier};
 use crate::ops::CrossEntropyOptions;
 use crate::tokenization::{pad_ids, TextTokenizer};
@@ -122,6 +122,8 @@ pub struct ClassificationRecipe {
     pub model: ModelArgs,
     pub data: ClassificationDataArgs,
     pub training: TrainingArguments,
+    /// Train a LoRA adapter instead of the whole model.
+    pub peft: Option<PeftArgs>,
 }
 
 /// One tokenized example and its target.
@@ -288,9 +290,13 @@ impl ClassificationData {
             id2label: labels.labels().to_vec(),
             problem,
         };
-        let model = recipe
-            .model
-            .load(head, &mut tokenizer, device, recipe.training.seed)?;
+        let model = recipe.model.load(
+            head,
+            recipe.peft.as_ref(),
+            &mut tokenizer,
+            device,
+            recipe.training.seed,
+        )?;
         let max_positions = model.config.arch.max_positions();
         tokenizer.set_max_length(Some(data.max_seq_length.min(max_positions)))?;
         let train = encode_examples(&tokenizer, &train_examples, train_targets)?;

@@ -15,7 +15,8 @@ use anyhow::Result;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Head, Model, ModelDir, NetKind};
+use crate::model::adapter::{LoraBias, LoraConfig, PeftType, TargetModules};
+use crate::model::{Architecture, Head, Model, ModelDir, NetKind};
 use crate::recipe::{load_recipe, parse_recipe};
 use crate::tokenization::TextTokenizer;
 use classification::ClassificationRecipe;
@@ -44,6 +45,60 @@ impl Default for ModelArgs {
     }
 }
 
+/// A recipe's `[peft]` section: train a LoRA adapter instead of the whole model, with
+/// PEFT's `LoraConfig` names and defaults (r 8, lora_alpha 8, no dropout, the
+/// architecture's usual targets: `query`/`value` for BERT, `c_attn` for GPT-2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeftArgs {
+    pub peft_type: PeftType,
+    pub r: usize,
+    pub lora_alpha: f64,
+    pub lora_dropout: f64,
+    /// Module names (`query`, `c_attn`, ...) or "all-linear"; None: the architecture's.
+    pub target_modules: Option<TargetModules>,
+    /// Trained and saved whole beside the adapter; None: the task head (PEFT's rule).
+    pub modules_to_save: Option<Vec<String>>,
+    pub bias: LoraBias,
+}
+
+impl Default for PeftArgs {
+    fn default() -> Self {
+        Self {
+            peft_type: PeftType::Lora,
+            r: 8,
+            lora_alpha: 8.0,
+            lora_dropout: 0.0,
+            target_modules: None,
+            modules_to_save: None,
+            bias: LoraBias::None,
+        }
+    }
+}
+
+impl PeftArgs {
+    /// The adapter's settings on `arch`, trained on the base model at `base`.
+    pub fn lora_config(&self, arch: &dyn Architecture, base: &Path) -> LoraConfig {
+        LoraConfig {
+            peft_type: self.peft_type,
+            r: self.r,
+            lora_alpha: self.lora_alpha,
+            lora_dropout: self.lora_dropout,
+            target_modules: self
+                .target_modules
+                .clone()
+                .unwrap_or_else(|| TargetModules::Names(arch.default_lora_targets())),
+            modules_to_save: self.modules_to_save.clone(),
+            bias: self.bias,
+            fan_in_fan_out: false,
+            base_model_name_or_path: Some(base.display().to_string()),
+            task_type: None,
+            use_rslora: false,
+            use_dora: false,
+        }
+    }
+}
+
 impl ModelArgs {
     /// The tokenizer of `model_name_or_path` (a missing directory is named as such).
     pub fn tokenizer(&self) -> Result<TextTokenizer> {
@@ -55,10 +110,12 @@ impl ModelArgs {
     /// (head weights the checkpoint lacks drawn from `seed`), or with `from_scratch` the same
     /// architecture freshly initialised; with the recipe's classifier dropout, and padding
     /// agreed between model and tokenizer (a model without a pad id takes the tokenizer's;
-    /// one with one pads with it: its head may rely on it).
+    /// one with one pads with it: its head may rely on it). With `peft`, a new LoRA
+    /// adapter on the frozen checkpoint.
     pub fn load<N: NetKind + ?Sized>(
         &self,
         head: Head,
+        peft: Option<&PeftArgs>,
         tokenizer: &mut TextTokenizer,
         device: &Device,
         seed: u64,
@@ -72,10 +129,16 @@ impl ModelArgs {
             Some(pad) => tokenizer.set_pad_id(pad),
             None => arch.set_pad_token_id(tokenizer.pad_id()),
         }
-        if self.from_scratch {
-            Model::from_scratch(model_dir.config, head, device, seed)
-        } else {
-            Model::load_for(&model_dir, head, device, seed)
+        match (peft, self.from_scratch) {
+            (Some(_), true) => anyhow::bail!(
+                "[peft] with model.from_scratch would train adapters on random weights: use one or the other"
+            ),
+            (Some(peft), false) => {
+                let lora = peft.lora_config(&*model_dir.config.arch, &self.model_name_or_path);
+                Model::load_with_new_adapter(&model_dir, head, lora, device, seed)
+            }
+            (None, true) => Model::from_scratch(model_dir.config, head, device, seed),
+            (None, false) => Model::load_for(&model_dir, head, device, seed),
         }
     }
 }

@@ -232,8 +232,12 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
         batches
     }
 
+    /// The optimizer over the parameters that train: the model's trainable ones (an
+    /// adapter's, or all), less the ones the freezing options name. AdamW keeps moments
+    /// for these only.
     fn build_optimizer(&self) -> Result<Box<dyn Optimizer>> {
-        let params = self.model.params.params();
+        let all = self.model.params.params();
+        let params = self.model.params.trainable_params();
         let prefixes = self.args.frozen_prefixes(&*self.model.config.arch);
         let frozen: Vec<String> = params
             .iter()
@@ -241,20 +245,24 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
             .map(|(n, _)| n.clone())
             .collect();
         for p in &self.args.freeze_parameters {
-            if !params.iter().any(|(n, _)| n.starts_with(p.as_str())) {
+            if !all.iter().any(|(n, _)| n.starts_with(p.as_str())) {
                 bail!("freeze_parameters: no parameter name starts with `{p}`")
             }
         }
         if frozen.len() == params.len() {
             bail!("every parameter is frozen: nothing to train")
         }
-        if !frozen.is_empty() {
-            tracing::info!(
-                "{} of {} parameter tensors frozen",
-                frozen.len(),
-                params.len()
-            );
-        }
+        let trainable: usize = params
+            .iter()
+            .filter(|(n, _)| !frozen.contains(n))
+            .map(|(_, v)| v.elem_count())
+            .sum();
+        let total: usize = all.iter().map(|(_, v)| v.elem_count()).sum();
+        // PEFT's print_trainable_parameters.
+        tracing::info!(
+            "trainable params: {trainable} || all params: {total} || trainable%: {:.4}",
+            100.0 * trainable as f64 / total.max(1) as f64
+        );
         let trainable = select_params(params, DecayRule::Matrices, &frozen)?;
         let a = &self.args;
         Ok(match a.optim {
@@ -686,23 +694,7 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
     /// Load weights, optimizer and trainer state from a checkpoint.
     fn restore(&self, ckpt: &Path, optimizer: &mut dyn Optimizer) -> Result<TrainerState> {
         let state: TrainerState = crate::io::read_json(&ckpt.join(STATE_FILE))?;
-        let weights = ckpt.join("model.safetensors");
-        let tensors = candle_core::safetensors::load(&weights, &self.model.device)
-            .with_context(|| format!("cannot read {}", weights.display()))?;
-        for (name, var) in self.model.params.params() {
-            let t = tensors.get(&name).with_context(|| {
-                format!("checkpoint {} lacks tensor `{name}`", weights.display())
-            })?;
-            if t.shape() != var.shape() {
-                bail!(
-                    "tensor `{name}` in {} has shape {:?}, the model expects {:?}",
-                    weights.display(),
-                    t.dims(),
-                    var.dims()
-                )
-            }
-            var.set(t)?;
-        }
+        self.model.load_weights(ckpt)?;
         optimizer.load_state(OptimizerState::load(ckpt, &self.model.device)?)?;
         let pos: u128 = state.rng_word_pos.parse().unwrap_or(0);
         self.model
@@ -729,15 +721,7 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
         let source = match (&state.best_checkpoint, self.args.load_best_model_at_end) {
             (Some(best), true) if best.exists() => {
                 // Load the best weights back so the in-memory model matches what is saved.
-                let tensors = candle_core::safetensors::load(
-                    best.join("model.safetensors"),
-                    &self.model.device,
-                )?;
-                for (name, var) in self.model.params.params() {
-                    if let Some(t) = tensors.get(&name) {
-                        var.set(t)?;
-                    }
-                }
+                self.model.load_weights(best)?;
                 best.clone()
             }
             _ => {

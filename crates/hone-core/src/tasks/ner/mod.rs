@@ -16,7 +16,7 @@ use hone_data::train_validation_split;
 use hone_metrics::seqeval::Mode;
 use serde::{Deserialize, Serialize};
 
-use super::{FinetuneTask, ModelArgs};
+use super::{FinetuneTask, ModelArgs, PeftArgs};
 use crate::model::{Head, Model, TokenClassifier};
 use crate::ops::CrossEntropyOptions;
 use crate::tasks::classification::argmax;
@@ -84,6 +84,8 @@ pub struct NerRecipe {
     pub model: ModelArgs,
     pub data: NerDataArgs,
     pub training: TrainingArguments,
+    /// Train a LoRA adapter instead of the whole model.
+    pub peft: Option<PeftArgs>,
 }
 
 impl Default for NerRecipe {
@@ -93,6 +95,7 @@ impl Default for NerRecipe {
             model: ModelArgs::default(),
             data: NerDataArgs::default(),
             training: TrainingArguments::default(),
+            peft: None,
         }
     }
 }
@@ -252,9 +255,13 @@ impl NerData {
         let head = Head::TokenClassification {
             id2label: labels.clone(),
         };
-        let model = recipe
-            .model
-            .load(head, &mut tokenizer, device, recipe.training.seed)?;
+        let model = recipe.model.load(
+            head,
+            recipe.peft.as_ref(),
+            &mut tokenizer,
+            device,
+            recipe.training.seed,
+        )?;
         let window = data.max_seq_length.min(model.config.arch.max_positions());
         let words = |ss: &[Sentence]| ss.iter().map(|s| s.tokens.clone()).collect::<Vec<_>>();
         let train_ws = WindowedSentences::new(&tokenizer, &words(&train), window, data.stride)?;

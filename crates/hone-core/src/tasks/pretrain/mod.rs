@@ -10,6 +10,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::PeftArgs;
 use crate::model::{CausalLm, Head, MaskedLm, Model, ModelConfig, ModelDir, NetKind};
 use crate::tokenization::{pad_ids, TextTokenizer};
 use crate::training::{Metrics, TrainingArguments, TrainingData};
@@ -132,6 +133,8 @@ pub struct PretrainRecipe {
     pub model: PretrainModelArgs,
     pub data: PretrainDataArgs,
     pub training: TrainingArguments,
+    /// Continue pretraining a checkpoint through a LoRA adapter.
+    pub peft: Option<PeftArgs>,
 }
 
 mod masking;
@@ -208,7 +211,17 @@ fn recipe_model<N: NetKind + ?Sized>(
 ) -> Result<Model<N>> {
     let seed = recipe.training.seed;
     if let Some(dir) = &recipe.model.model_name_or_path {
-        return Model::load_for(&ModelDir::open(dir)?, head, device, seed);
+        let model_dir = ModelDir::open(dir)?;
+        return match &recipe.peft {
+            Some(peft) => {
+                let lora = peft.lora_config(&*model_dir.config.arch, dir);
+                Model::load_with_new_adapter(&model_dir, head, lora, device, seed)
+            }
+            None => Model::load_for(&model_dir, head, device, seed),
+        };
+    }
+    if recipe.peft.is_some() {
+        bail!("[peft] needs a pretrained model_name_or_path: adapters on a fresh model would train on random weights")
     }
     let mut cfg = recipe
         .model

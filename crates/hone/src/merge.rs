@@ -1,0 +1,66 @@
+//! `hone merge`: a LoRA adapter folded into its base, `W + (lora_alpha / r) B A`, written
+//! as a plain Hugging Face model directory (PEFT's `merge_and_unload` + `save_pretrained`).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use clap::Args;
+
+use hone_core::model::{Model, ModelDir};
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// An adapter directory (adapter_config.json + adapter_model.safetensors).
+    adapter_dir: PathBuf,
+    /// Where to write the merged model (must not exist, or be empty).
+    #[arg(long)]
+    output: PathBuf,
+    /// The base model (instead of the one adapter_config.json names).
+    #[arg(long)]
+    base: Option<PathBuf>,
+}
+
+pub fn run(args: MergeArgs) -> Result<()> {
+    let dir = ModelDir::open_with_base(&args.adapter_dir, args.base.as_deref())?;
+    if dir.adapter.is_none() {
+        bail!(
+            "{} has no adapter_config.json: nothing to merge",
+            args.adapter_dir.display()
+        )
+    }
+    let non_empty = args
+        .output
+        .read_dir()
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if non_empty {
+        bail!(
+            "{} is not empty: merge writes a new directory",
+            args.output.display()
+        )
+    }
+    // Everything is read and checked before anything is written.
+    let model = Model::open(&dir, &Device::Cpu)?;
+    model.save_merged(&args.output)?;
+    let tokenizer = dir.tokenizer_dir();
+    for file in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "vocab.txt",
+    ] {
+        let from = tokenizer.join(file);
+        if from.is_file() {
+            std::fs::copy(&from, args.output.join(file))
+                .with_context(|| format!("cannot copy {}", from.display()))?;
+        }
+    }
+    tracing::info!(
+        "merged {} into {} -> {}",
+        args.adapter_dir.display(),
+        dir.weights_dir.display(),
+        args.output.display()
+    );
+    Ok(())
+}
