@@ -308,3 +308,59 @@ fn frozen_base_weights_stay_put_while_the_adapter_trains() {
     assert!(!out.join("model.safetensors").exists());
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+#[test]
+fn every_head_takes_an_adapter_and_trains_its_head_whole() {
+    let labels = vec!["O".to_string(), "B-PER".to_string(), "I-PER".to_string()];
+    let cases = [
+        (
+            minilm_dir(),
+            Head::TokenClassification { id2label: labels },
+            Some("classifier."),
+        ),
+        (
+            fixture("gpt2-seqcls"),
+            Head::SequenceClassification {
+                id2label: vec!["0".into(), "1".into()],
+                problem: ProblemType::SingleLabel,
+            },
+            Some("score."),
+        ),
+        (fixture("tiny-gpt2"), Head::CausalLm, None),
+        (
+            fixture("tiny-bert-pretraining"),
+            Head::MaskedLm { nsp: true },
+            None,
+        ),
+    ];
+    for (path, head, head_module) in cases {
+        let dir = ModelDir::open(&path).unwrap();
+        let targets = dir.config.arch.default_lora_targets();
+        let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+        let config = lora(&targets, &path);
+        let model =
+            Model::<Net>::load_with_new_adapter(&dir, head.clone(), config, &Device::Cpu, 0)
+                .unwrap();
+        let trainable: Vec<String> = model
+            .params
+            .trainable_params()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let layers = dir.config.arch.num_layers();
+        let adapters = trainable.iter().filter(|n| n.contains(".lora_")).count();
+        assert_eq!(
+            adapters,
+            2 * targets.len() * layers,
+            "{head:?}: {trainable:?}"
+        );
+        let others: Vec<&String> = trainable.iter().filter(|n| !n.contains(".lora_")).collect();
+        match head_module {
+            Some(m) => assert!(
+                !others.is_empty() && others.iter().all(|n| n.starts_with(m)),
+                "{head:?}: {others:?}"
+            ),
+            None => assert!(others.is_empty(), "{head:?}: {others:?}"),
+        }
+    }
+}
