@@ -4,6 +4,7 @@ which makes the venv (torch CPU, transformers, peft, safetensors).
 
 Usage:
   peft_peer.py MODEL_DIR TRAIN_TSV [--batch-size 32] [--max-length 128] [--steps 8] [--warmup 2]
+              [--random-len N]
       one JSON line per case, each measured in its own subprocess (so peak RSS is its own):
       full  AutoModelForSequenceClassification (2 labels), every parameter, AdamW lr 5e-5
       lora  the same wrapped in LoraConfig(SEQ_CLS, r 8, alpha 16, dropout 0.1, query/value),
@@ -12,6 +13,8 @@ Usage:
       i*B..(i+1)*B of TRAIN_TSV padded to the longest, truncated at max-length; median of `steps`
       step times after `warmup` steps; peak_rss_mb = ru_maxrss of the child at the end
       (import_rss_mb: the same after importing torch/transformers/peft, before the model).
+      --random-len N: instead of SST-2 rows, one batch of random ids 1000..30000 of length N
+      (full attention mask, alternating labels), as `hone bench train --seq-len N` times it.
   peft_peer.py check-fixture [--expected JSON] [--adapter DIR] [--base DIR]
       loads the fixture adapter with PeftModel.from_pretrained and prints the max |p - p_fixture|
       unmerged and after merge_and_unload (defaults: ../shared/fixtures beside the repository;
@@ -35,23 +38,42 @@ def versions():
 
 def run_case(a):
     import torch
-    from peft import LoraConfig, TaskType, get_peft_model
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    import peft  # noqa: F401  (imported before the measure, as the timed code needs it)
+    from transformers import AutoTokenizer
     import_rss = rss_mb()
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
     n = a.batch_size * (a.warmup + a.steps)
+    tok = AutoTokenizer.from_pretrained(a.model_dir)
+    if a.random_len:
+        ids = torch.randint(1000, 30000, (a.batch_size, a.random_len))
+        batch = dict(input_ids=ids, attention_mask=torch.ones_like(ids),
+                     labels=torch.arange(a.batch_size) % 2)
+        batches = [batch] * (a.warmup + a.steps)
+    else:
+        batches = sst2_batches(a, tok, n)
+    run_steps(a, batches, import_rss)
+
+
+def sst2_batches(a, tok, n):
+    import torch
     with open(a.train_tsv, encoding="utf-8") as f:
         rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[:n]
     if len(rows) < n:
         sys.exit(f"peft_peer.py: {a.train_tsv} has {len(rows)} rows, {n} needed")
-    tok = AutoTokenizer.from_pretrained(a.model_dir)
     batches = []
     for i in range(0, n, a.batch_size):
         chunk = rows[i:i + a.batch_size]
         enc = tok([r["sentence"] for r in chunk], padding=True, truncation=True,
                   max_length=a.max_length, return_tensors="pt")
         batches.append(dict(enc, labels=torch.tensor([int(r["label"]) for r in chunk])))
+    return batches
+
+
+def run_steps(a, batches, import_rss):
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import AutoModelForSequenceClassification
     model = AutoModelForSequenceClassification.from_pretrained(a.model_dir, num_labels=2, dtype=torch.float32)
     if a.case == "lora":
         cfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.1,
@@ -75,7 +97,7 @@ def run_case(a):
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t)
     print(json.dumps(dict(peer="peft", case=a.case, threads=torch.get_num_threads(), batch_size=a.batch_size,
-                          max_length=a.max_length, median_step_ms=round(1e3 * statistics.median(times[a.warmup:]), 1),
+                          max_length=a.max_length, random_len=a.random_len, median_step_ms=round(1e3 * statistics.median(times[a.warmup:]), 1),
                           peak_rss_mb=rss_mb(), trainable_params=trainable, total_params=total,
                           trainable_pct=round(100 * trainable / total, 4), **versions(),
                           import_rss_mb=import_rss, final_loss=round(loss.item(), 4))), flush=True)
@@ -124,6 +146,7 @@ def main():
     p.add_argument("model_dir"); p.add_argument("train_tsv")
     p.add_argument("--batch-size", type=int, default=32); p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--steps", type=int, default=8); p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--random-len", type=int, default=0)
     p.add_argument("--case", choices=["full", "lora"], help=argparse.SUPPRESS)  # the child's own case
     a = p.parse_args()
     if a.case:

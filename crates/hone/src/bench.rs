@@ -10,12 +10,14 @@ use candle_core::{DType, Device, Tensor};
 use clap::{Args, ValueEnum};
 use rand::{Rng, SeedableRng};
 
+use hone_core::model::adapter::TargetModules;
 use hone_core::model::{
     CausalLm, Head, HeadKind, Model, ModelConfig, ModelDir, Net, NetKind, ProblemType,
     SequenceClassifier,
 };
 use hone_core::ops::CrossEntropyOptions;
 use hone_core::runtime::{set_tf32, DeviceSpec};
+use hone_core::tasks::PeftArgs;
 use hone_core::training::{Metrics, Precision, Trainer, TrainingArguments, TrainingData};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -76,10 +78,18 @@ pub struct BenchArgs {
     tf32: bool,
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
+    /// Train a LoRA adapter of this rank instead of the whole model (a model directory
+    /// only; alpha = 2 r, dropout 0.1, the architecture's usual targets unless --lora-targets).
+    #[arg(long)]
+    lora_r: Option<usize>,
+    /// The modules the adapter targets (comma-separated, PEFT's names).
+    #[arg(long, value_delimiter = ',')]
+    lora_targets: Vec<String>,
 }
 
-/// The model to time, with its head: a directory or a preset.
-fn load_model(name: &str, device: &Device) -> Result<Model<Net>> {
+/// The model to time, with its head: a directory or a preset; with `lora`, a new adapter
+/// on a directory's model.
+fn load_model(name: &str, lora: Option<&PeftArgs>, device: &Device) -> Result<Model<Net>> {
     let (config, dir) = match PRESETS.iter().find(|(n, _)| *n == name) {
         Some((_, json)) => (ModelConfig::parse(json)?, None),
         None if Path::new(name).is_dir() => {
@@ -98,9 +108,14 @@ fn load_model(name: &str, device: &Device) -> Result<Model<Net>> {
         },
         head => head,
     };
-    match dir {
-        Some(dir) => Model::load_for(&dir, head, device, 0),
-        None => Model::from_scratch(config, head, device, 0),
+    match (dir, lora) {
+        (Some(dir), Some(peft)) => {
+            let lora = peft.lora_config(&*dir.config.arch, &dir.path);
+            Model::load_with_new_adapter(&dir, head, lora, device, 0)
+        }
+        (Some(dir), None) => Model::load_for(&dir, head, device, 0),
+        (None, Some(_)) => bail!("--lora-r needs a model directory, not a preset"),
+        (None, None) => Model::from_scratch(config, head, device, 0),
     }
 }
 
@@ -255,10 +270,19 @@ where
 pub fn run(args: BenchArgs) -> Result<()> {
     set_tf32(args.tf32);
     let device = args.device.open()?;
-    let model = load_model(&args.model, &device)?;
+    let lora = args.lora_r.map(|r| PeftArgs {
+        r,
+        lora_alpha: 2.0 * r as f64,
+        lora_dropout: 0.1,
+        target_modules: (!args.lora_targets.is_empty())
+            .then(|| TargetModules::Names(args.lora_targets.clone())),
+        ..Default::default()
+    });
+    let model = load_model(&args.model, lora.as_ref(), &device)?;
     let (b, t) = (args.batch_size, args.seq_len);
     let vocab = model.config.arch.vocab_size();
     let n_params = model.num_parameters() as f64;
+    let n_trainable = model.num_trainable_parameters();
     let mut times = match model.head.kind() {
         HeadKind::SequenceClassification => {
             let model = model.into_kind::<dyn SequenceClassifier>()?;
@@ -293,6 +317,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "batch_size": b, "seq_len": t,
             "median_ms": median * 1e3, "mean_ms": mean * 1e3, "tokens_per_s": tokens / median,
             "tflops": flops_per_token * tokens / median / 1e12, "threads": rayon::current_num_threads(),
+            "trainable_params": n_trainable, "total_params": n_params as usize,
+            "lora_r": args.lora_r,
+            "peak_rss_mb": hone_core::runtime::peak_memory_bytes().map(|b| b as f64 / 1048576.0),
         })
     );
     Ok(())

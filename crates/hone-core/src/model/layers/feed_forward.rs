@@ -9,8 +9,14 @@ use super::{Dropout, Linear};
 pub enum Activation {
     /// Exact GELU, `x * Phi(x)` (BERT's "gelu").
     Gelu,
-    /// GELU with the tanh approximation (GPT-2's "gelu_new").
-    #[serde(alias = "gelu_new", alias = "gelu_pytorch_tanh", alias = "gelu_fast")]
+    /// GELU with the tanh approximation (GPT-2's "gelu_new"). Written as `gelu_new`, the
+    /// name Transformers' ACT2FN knows (it has no `gelu_tanh`).
+    #[serde(
+        rename = "gelu_new",
+        alias = "gelu_tanh",
+        alias = "gelu_pytorch_tanh",
+        alias = "gelu_fast"
+    )]
     GeluTanh,
     Relu,
 }
@@ -52,5 +58,29 @@ impl FeedForward {
             None => h,
         };
         self.down.forward(&h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activations_are_written_with_names_transformers_knows() {
+        for (act, name) in [
+            (Activation::Gelu, "gelu"),
+            (Activation::GeluTanh, "gelu_new"),
+            (Activation::Relu, "relu"),
+        ] {
+            assert_eq!(serde_json::to_value(act).unwrap(), name);
+            assert_eq!(
+                serde_json::from_value::<Activation>(name.into()).unwrap(),
+                act
+            );
+        }
+        for alias in ["gelu_tanh", "gelu_pytorch_tanh", "gelu_fast"] {
+            let act: Activation = serde_json::from_value(alias.into()).unwrap();
+            assert_eq!(act, Activation::GeluTanh);
+        }
     }
 }

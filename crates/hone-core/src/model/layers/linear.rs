@@ -131,11 +131,12 @@ impl Linear {
         match &self.lora {
             None => Ok(y),
             Some(lora) => {
-                // [..., in] -> [..., r] -> [..., out]
+                // [..., in] -> [..., r] -> [..., out]; the scale goes on B ([out, r]), not
+                // on an activation of the batch's size.
                 let h = lora.dropout.forward(x)?;
                 let h = crate::ops::linear(&h, &lora.a, None, false, autocast)?;
-                let h = crate::ops::linear(&h, &lora.b, None, false, autocast)?;
-                y + (h * lora.scale)?
+                let h = crate::ops::linear(&h, &(&lora.b * lora.scale)?, None, false, autocast)?;
+                y + h
             }
         }
     }

@@ -121,7 +121,11 @@ pub fn check_finite_grads<P: AsParam>(params: &[P], grads: &GradStore) -> Result
 /// hands back the finished gradients.
 #[derive(Debug, Default)]
 pub struct GradAccumulator {
-    sums: HashMap<TensorId, Tensor>,
+    /// Per parameter, the sum so far and whether it is our own tensor (later micro-batches
+    /// add into it in place). The first gradient is kept as backward gave it, and copied
+    /// only when a second one comes: with one micro-batch per update (the usual case)
+    /// nothing is copied.
+    sums: HashMap<TensorId, (Tensor, bool)>,
     micro_batches: usize,
 }
 
@@ -136,17 +140,20 @@ impl GradAccumulator {
             let t = p.param_var().as_tensor();
             let Some(g) = grads.get(t) else { continue };
             let g = g.detach();
-            match self.sums.get(&t.id()) {
-                // A fresh tensor of our own (never the caller's), as later adds write into it.
+            match self.sums.get_mut(&t.id()) {
                 None => {
-                    let own = if scale == 1.0 {
-                        g.copy()?
-                    } else {
-                        (g * scale)?
+                    let entry = match scale == 1.0 {
+                        true => (g, false),
+                        false => ((g * scale)?.contiguous()?, true),
                     };
-                    self.sums.insert(t.id(), own.contiguous()?);
+                    self.sums.insert(t.id(), entry);
                 }
-                Some(acc) => {
+                Some((acc, owned)) => {
+                    if !*owned {
+                        // A tensor of our own (never backward's), as the adds write into it.
+                        *acc = acc.copy()?.contiguous()?;
+                        *owned = true;
+                    }
                     ensure!(
                         acc.dims() == g.dims(),
                         "gradient of `{}` has shape {:?}, earlier micro-batches gave {:?}",
@@ -166,8 +173,7 @@ impl GradAccumulator {
                             })
                         })?;
                     } else {
-                        let sum = (acc + (g * scale)?)?;
-                        self.sums.insert(t.id(), sum);
+                        *acc = (&*acc + (g * scale)?)?;
                     }
                 }
             }
@@ -184,7 +190,7 @@ impl GradAccumulator {
     /// The accumulated gradients, leaving the accumulator empty for the next update.
     pub fn take(&mut self) -> GradStore {
         let mut store = GradStore::default();
-        for (id, g) in self.sums.drain() {
+        for (id, (g, _)) in self.sums.drain() {
             store.insert_id(id, g);
         }
         self.micro_batches = 0;
@@ -196,7 +202,7 @@ impl GradAccumulator {
     pub fn take_mean(&mut self) -> Result<GradStore> {
         let n = self.micro_batches.max(1) as f64;
         let mut store = GradStore::default();
-        for (id, g) in self.sums.drain() {
+        for (id, (g, _)) in self.sums.drain() {
             store.insert_id(id, (g / n)?);
         }
         self.micro_batches = 0;
