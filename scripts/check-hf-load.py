@@ -41,6 +41,12 @@ if os.path.exists(adapter_cfg):
         for k in f.keys():
             if k.endswith(("classifier.weight", "score.weight", "classifier.out_proj.weight")):
                 kw["num_labels"] = f.get_slice(k).get_shape()[0]
+    # hone writes its own config.json beside the adapter: the labels' names are there.
+    own = os.path.join(model_dir, "config.json")
+    if os.path.exists(own):
+        id2label = {int(k): v for k, v in json.load(open(own)).get("id2label", {}).items()}
+        if id2label:
+            kw.update(id2label=id2label, label2id={v: k for k, v in id2label.items()})
     model = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base, **kw), model_dir)
     has_tok = any(os.path.exists(os.path.join(model_dir, f)) for f in ("tokenizer.json", "vocab.txt"))
     tok = AutoTokenizer.from_pretrained(model_dir if has_tok else base)
