@@ -78,8 +78,8 @@ pub struct BenchArgs {
     tf32: bool,
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
-    /// Train a LoRA adapter of this rank instead of the whole model (a model directory
-    /// only; alpha = 2 r, dropout 0.1, the architecture's usual targets unless --lora-targets).
+    /// Train a LoRA adapter of this rank instead of the whole model (alpha = 2 r, dropout
+    /// 0.1, the architecture's usual targets unless --lora-targets).
     #[arg(long)]
     lora_r: Option<usize>,
     /// The modules the adapter targets (comma-separated, PEFT's names).
@@ -114,7 +114,10 @@ fn load_model(name: &str, lora: Option<&PeftArgs>, device: &Device) -> Result<Mo
             Model::load_with_new_adapter(&dir, head, lora, device, 0)
         }
         (Some(dir), None) => Model::load_for(&dir, head, device, 0),
-        (None, Some(_)) => bail!("--lora-r needs a model directory, not a preset"),
+        (None, Some(peft)) => {
+            let lora = peft.lora_config(&*config.arch, Path::new(name));
+            Model::from_scratch_with_adapter(config, head, lora, device, 0)
+        }
         (None, None) => Model::from_scratch(config, head, device, 0),
     }
 }

@@ -307,6 +307,20 @@ impl<N: NetKind + ?Sized> Model<N> {
         .with_context(|| format!("cannot load the model in {}", model_dir.path.display()))
     }
 
+    /// A fresh model with a LoRA adapter on it (for timing and memory measurements:
+    /// training adapters on random weights teaches nothing).
+    pub fn from_scratch_with_adapter(
+        config: ModelConfig,
+        head: Head,
+        adapter: LoraConfig,
+        device: &Device,
+        seed: u64,
+    ) -> Result<Self> {
+        let params = ParamStore::fresh(seed);
+        params.allow_new_adapters();
+        Self::build_adapted(config, head, params, Some(adapter), device, seed)
+    }
+
     /// A model with freshly initialised weights (pretraining from scratch).
     pub fn from_scratch(
         config: ModelConfig,
