@@ -1,6 +1,7 @@
 //! A model: a network with its head, its parameters and configuration, opened from a
-//! Hugging Face model directory (`config.json`, `model.safetensors` or `pytorch_model.bin`)
-//! or built fresh, and saved back in the same layout.
+//! Hugging Face model directory (`config.json`, `model.safetensors` or `pytorch_model.bin`),
+//! from a PEFT adapter directory with its base, or built fresh; and saved back in the same
+//! layouts (or merged).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
