@@ -23,7 +23,7 @@ pub fn run(args: InfoArgs) -> Result<()> {
     let dir = ModelDir::open_with_base(&args.model_dir, args.base.as_deref())?;
     let model = Model::open(&dir, &Device::Cpu)?;
     let arch = &model.config.arch;
-    let info = serde_json::json!({
+    let mut info = serde_json::json!({
         "model_dir": args.model_dir.display().to_string(),
         "model_type": arch.model_type().as_str(),
         "architecture": model.class_name(),
@@ -35,12 +35,20 @@ pub fn run(args: InfoArgs) -> Result<()> {
         "max_positions": arch.max_positions(),
         "labels": model.head.labels(),
     });
+    if let Some(lora) = &model.adapter {
+        info["base_model"] = dir.weights_dir.display().to_string().into();
+        info["adapter"] = serde_json::json!({
+            "peft_type": lora.peft_type, "r": lora.r, "lora_alpha": lora.lora_alpha,
+            "target_modules": lora.target_modules,
+        });
+        info["trainable_parameters"] = model.num_trainable_parameters().into();
+    }
     if args.json {
         println!("{info}");
     } else {
         for (k, v) in info.as_object().expect("object") {
             println!(
-                "{k:>16}: {}",
+                "{k:>20}: {}",
                 v.as_str()
                     .map(str::to_string)
                     .unwrap_or_else(|| v.to_string())
