@@ -1,10 +1,10 @@
 //! The three stacks built from scratch: output shapes, masking and determinism.
 
 use candle_core::{DType, Device, Tensor};
-use hone_core::model::layers::{sinusoidal_table, Activation, ModelMode};
+use hone_core::model::layers::{sinusoidal_table, sinusoidal_table_halves, Activation, ModelMode};
 use hone_core::model::{
-    BertConfig, BertModel, CausalLm, EncoderDecoder, EncoderDecoderConfig, Gpt2Config,
-    Gpt2LmHeadModel, ParamStore,
+    BertConfig, BertModel, CausalLm, Gpt2Config, Gpt2LmHeadModel, MarianConfig, MarianMtModel,
+    MarianSizes, ParamStore, Seq2SeqLm,
 };
 
 fn ids(rows: &[&[u32]]) -> Tensor {
@@ -40,17 +40,18 @@ fn gpt_config() -> Gpt2Config {
     .unwrap()
 }
 
-fn seq2seq_config() -> EncoderDecoderConfig {
-    EncoderDecoderConfig {
-        vocab_size: 40,
+fn seq2seq_config() -> MarianConfig {
+    let sizes = MarianSizes {
         d_model: 32,
-        encoder_layers: 2,
-        decoder_layers: 2,
-        attention_heads: 4,
+        layers: 2,
+        heads: 4,
         ffn_dim: 64,
-        max_position_embeddings: 32,
+        max_positions: 32,
+        dropout: 0.1,
+    };
+    MarianConfig {
         activation_function: Activation::Relu,
-        ..Default::default()
+        ..MarianConfig::new(sizes, 40, 0, 1)
     }
 }
 
@@ -138,7 +139,7 @@ fn gpt2_kv_cache_gives_the_same_logits() {
 #[test]
 fn encoder_decoder_masks_and_determinism() {
     let store = ParamStore::fresh(4);
-    let model = EncoderDecoder::new(
+    let model = MarianMtModel::new(
         store.var_builder(DType::F32, &Device::Cpu),
         &seq2seq_config(),
         &ModelMode::new(0),
@@ -238,12 +239,21 @@ fn sinusoidal_encoding_by_hand() {
         assert!((t[3][2 * i + 1] as f64 - angle.cos()).abs() < 1e-6);
     }
     assert_eq!(t[0], vec![0.0, 1.0, 0.0, 1.0, 0.0, 1.0]);
+    // Marian's layout: the three sines, then the three cosines.
+    let h = sinusoidal_table_halves(4, 6, &Device::Cpu)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    for i in 0..3 {
+        assert_eq!(h[3][i], t[3][2 * i]);
+        assert_eq!(h[3][3 + i], t[3][2 * i + 1]);
+    }
 }
 
 #[test]
 fn every_parameter_gets_a_gradient() {
     let store = ParamStore::fresh(5);
-    let model = EncoderDecoder::new(
+    let model = MarianMtModel::new(
         store.var_builder(DType::F32, &Device::Cpu),
         &seq2seq_config(),
         &ModelMode::new(0),

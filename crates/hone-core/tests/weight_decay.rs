@@ -5,12 +5,9 @@
 
 mod common;
 
-use candle_core::{DType, Device, Var};
+use candle_core::{Device, Var};
 use common::*;
-use hone_core::model::{
-    EncoderDecoder, EncoderDecoderConfig, Head, Model, ModelDir, ModelMode, Net, ParamStore,
-    ProblemType,
-};
+use hone_core::model::{Head, Model, ModelConfig, ModelDir, Net, ProblemType};
 use hone_core::training::optim::DecayRule;
 
 /// Hugging Face's `get_parameter_names(model, ALL_LAYERNORM_LAYERS)` + "bias" rule, as
@@ -55,18 +52,17 @@ fn decay_by_rank_is_hugging_faces_rule_on_every_head() {
         let model = Model::load(&fixture(dir), &Device::Cpu).unwrap();
         assert_same_rule(dir, &model.params.params());
     }
-    let store = ParamStore::fresh(0);
-    let config = EncoderDecoderConfig {
-        vocab_size: 50,
-        d_model: 16,
-        encoder_layers: 1,
-        decoder_layers: 1,
-        attention_heads: 2,
-        ffn_dim: 32,
-        normalize_before: true,
-        ..Default::default()
-    };
-    let vb = store.var_builder(DType::F32, &Device::Cpu);
-    EncoderDecoder::new(vb, &config, &ModelMode::new(0)).unwrap();
-    assert_same_rule("encoder-decoder", &store.params());
+    // Marian's trainable parameters (its final_logits_bias is a buffer), post-LN and pre-LN.
+    let marian = Model::load(&fixture("tiny-marian"), &Device::Cpu).unwrap();
+    assert_same_rule("tiny-marian", &marian.params.trainable_params());
+    let text = std::fs::read_to_string(fixture("tiny-marian").join("config.json")).unwrap();
+    let mut config = ModelConfig::parse(&text).unwrap();
+    config.raw.insert("normalize_before".into(), true.into());
+    let config = ModelConfig::parse(&serde_json::to_string(&config.raw).unwrap()).unwrap();
+    let pre_ln = Model::<Net>::from_scratch(config, Head::Seq2SeqLm, &Device::Cpu, 0).unwrap();
+    assert!(pre_ln
+        .params
+        .get("model.decoder.layer_norm.weight")
+        .is_some());
+    assert_same_rule("pre-LN marian", &pre_ln.params.trainable_params());
 }

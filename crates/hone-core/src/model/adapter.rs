@@ -208,6 +208,7 @@ impl LoraConfig {
             HeadKind::SequenceClassification => "SEQ_CLS",
             HeadKind::TokenClassification => "TOKEN_CLS",
             HeadKind::CausalLm => "CAUSAL_LM",
+            HeadKind::Seq2SeqLm => "SEQ_2_SEQ_LM",
             HeadKind::Base | HeadKind::MaskedLm | HeadKind::PreTraining => "FEATURE_EXTRACTION",
         }
     }
@@ -366,6 +367,7 @@ impl AdapterFiles {
             Some("SEQ_CLS") => HeadKind::SequenceClassification,
             Some("TOKEN_CLS") => HeadKind::TokenClassification,
             Some("CAUSAL_LM") => HeadKind::CausalLm,
+            Some("SEQ_2_SEQ_LM") => HeadKind::Seq2SeqLm,
             _ => return Ok(base),
         };
         let spec = registry::find(base.arch.model_type(), kind)?;

@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::bert::BertConfig;
 use super::gpt2::Gpt2Config;
 use super::heads::{Head, ProblemType};
+use super::marian::MarianConfig;
 
 /// Hugging Face's `model_type`: which architecture a checkpoint holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,16 +20,18 @@ use super::heads::{Head, ProblemType};
 pub enum ModelType {
     Bert,
     Gpt2,
+    Marian,
 }
 
 impl ModelType {
-    pub const ALL: [ModelType; 2] = [ModelType::Bert, ModelType::Gpt2];
+    pub const ALL: [ModelType; 3] = [ModelType::Bert, ModelType::Gpt2, ModelType::Marian];
 
     /// The `model_type` string of `config.json`.
     pub fn as_str(self) -> &'static str {
         match self {
             ModelType::Bert => "bert",
             ModelType::Gpt2 => "gpt2",
+            ModelType::Marian => "marian",
         }
     }
 }
@@ -86,6 +89,7 @@ pub trait Architecture: std::fmt::Debug + Send + Sync {
 pub enum ArchConfig {
     Bert(BertConfig),
     Gpt2(Gpt2Config),
+    Marian(MarianConfig),
 }
 
 impl Deref for ArchConfig {
@@ -94,6 +98,7 @@ impl Deref for ArchConfig {
         match self {
             ArchConfig::Bert(c) => c,
             ArchConfig::Gpt2(c) => c,
+            ArchConfig::Marian(c) => c,
         }
     }
 }
@@ -103,6 +108,7 @@ impl DerefMut for ArchConfig {
         match self {
             ArchConfig::Bert(c) => c,
             ArchConfig::Gpt2(c) => c,
+            ArchConfig::Marian(c) => c,
         }
     }
 }
@@ -112,6 +118,7 @@ impl ArchConfig {
         Ok(match model_type {
             ModelType::Bert => ArchConfig::Bert(serde_json::from_value(value)?),
             ModelType::Gpt2 => ArchConfig::Gpt2(serde_json::from_value(value)?),
+            ModelType::Marian => ArchConfig::Marian(serde_json::from_value(value)?),
         })
     }
 
@@ -119,6 +126,7 @@ impl ArchConfig {
         Ok(match self {
             ArchConfig::Bert(c) => serde_json::to_value(c)?,
             ArchConfig::Gpt2(c) => serde_json::to_value(c)?,
+            ArchConfig::Marian(c) => serde_json::to_value(c)?,
         })
     }
 
@@ -135,6 +143,14 @@ impl ArchConfig {
         match self {
             ArchConfig::Gpt2(c) => Ok(c),
             other => candle_core::bail!("expected a GPT-2 config, got {}", other.model_type()),
+        }
+    }
+
+    /// The Marian hyper-parameters (for Marian's own builders).
+    pub(crate) fn marian(&self) -> candle_core::Result<&MarianConfig> {
+        match self {
+            ArchConfig::Marian(c) => Ok(c),
+            other => candle_core::bail!("expected a Marian config, got {}", other.model_type()),
         }
     }
 }
@@ -272,6 +288,9 @@ mod tests {
         let err = ModelConfig::parse(r#"{"model_type": "llama"}"#)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("llama") && err.contains("bert, gpt2"), "{err}");
+        assert!(
+            err.contains("llama") && err.contains("bert, gpt2, marian"),
+            "{err}"
+        );
     }
 }

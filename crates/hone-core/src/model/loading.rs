@@ -206,6 +206,7 @@ impl<N: NetKind + ?Sized> Model<N> {
     ) -> Result<Self> {
         let spec = registry::find(config.arch.model_type(), head.kind())?;
         let mode = ModelMode::new(seed);
+        params.set_buffers(spec.buffers);
         if let Some(lora) = &adapter {
             lora.validate()?;
             let adapters = Adapters {

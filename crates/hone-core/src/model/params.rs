@@ -51,6 +51,9 @@ struct Inner {
     /// None: every parameter trains. A frozen parameter reaches the layers detached, as a
     /// constant, so no gradient is computed for it.
     trainable: Option<Trainable>,
+    /// Tensors saved with the model that never train (Transformers' buffers, such as
+    /// Marian's `final_logits_bias`): handed out detached, left out of the trainable ones.
+    buffers: Vec<String>,
     /// Adapter matrices (`lora_A`, `lora_B`) may be fresh: a new adapter is being trained.
     new_adapters: bool,
     used: BTreeSet<String>,
@@ -82,6 +85,7 @@ impl ParamStore {
             params: vec![],
             index: HashMap::new(),
             trainable: None,
+            buffers: vec![],
             new_adapters: false,
             used: BTreeSet::new(),
             newly_initialized: vec![],
@@ -97,6 +101,12 @@ impl ParamStore {
         self.lock().trainable = Some(Arc::new(trainable));
     }
 
+    /// Mark `names` as buffers: saved and loaded, never trained (call it before the model
+    /// is built).
+    pub fn set_buffers(&self, names: &[&str]) {
+        self.lock().buffers = names.iter().map(|n| n.to_string()).collect();
+    }
+
     /// Let adapter matrices the checkpoint lacks be initialised (training a new adapter).
     pub fn allow_new_adapters(&self) {
         self.lock().new_adapters = true;
@@ -104,7 +114,7 @@ impl ParamStore {
 
     /// Whether `name` trains.
     pub fn is_trainable(&self, name: &str) -> bool {
-        self.lock().trainable.as_ref().is_none_or(|t| t(name))
+        self.lock().trains(name)
     }
 
     /// The parameters that train, in creation order.
@@ -113,7 +123,7 @@ impl ParamStore {
         inner
             .params
             .iter()
-            .filter(|(n, _)| inner.trainable.as_ref().is_none_or(|t| t(n)))
+            .filter(|(n, _)| inner.trains(n))
             .cloned()
             .collect()
     }
@@ -197,6 +207,10 @@ impl ParamStore {
 }
 
 impl Inner {
+    fn trains(&self, name: &str) -> bool {
+        !self.buffers.iter().any(|b| b == name) && self.trainable.as_ref().is_none_or(|t| t(name))
+    }
+
     /// The checkpoint key holding `name`, trying the bare-base-model and legacy spellings.
     fn find(&self, name: &str) -> Option<String> {
         let mut candidates = vec![name.to_string()];
@@ -251,7 +265,7 @@ impl candle_nn::var_builder::SimpleBackend for ParamStore {
         dev: &Device,
     ) -> Result<Tensor> {
         let mut inner = self.lock();
-        let frozen = inner.trainable.as_ref().is_some_and(|t| !t(name));
+        let frozen = !inner.trains(name);
         // A frozen parameter is a constant to the graph; it shares the variable's storage.
         let handed = |var: &Var| match frozen {
             true => var.as_tensor().detach(),

@@ -167,6 +167,11 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
     x.relu()
 }
 
+/// SiLU / swish, `x * sigmoid(x)` (candle's op has a backward pass).
+pub fn silu(x: &Tensor) -> Result<Tensor> {
+    x.silu()
+}
+
 /// `log(softmax(x))` over the last dimension, built from differentiable primitives.
 pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     let max = x.max_keepdim(D::Minus1)?.detach();

@@ -43,6 +43,8 @@ pub enum Head {
     MaskedLm { nsp: bool },
     /// Next-token prediction.
     CausalLm,
+    /// Sequence-to-sequence generation (translation): encoder, decoder, LM head.
+    Seq2SeqLm,
 }
 
 /// A [`Head`] without its labels: what the registry is keyed by.
@@ -55,6 +57,7 @@ pub enum HeadKind {
     PreTraining,
     MaskedLm,
     CausalLm,
+    Seq2SeqLm,
 }
 
 impl Head {
@@ -66,6 +69,7 @@ impl Head {
             Head::MaskedLm { nsp: true } => HeadKind::PreTraining,
             Head::MaskedLm { nsp: false } => HeadKind::MaskedLm,
             Head::CausalLm => HeadKind::CausalLm,
+            Head::Seq2SeqLm => HeadKind::Seq2SeqLm,
         }
     }
 
@@ -93,6 +97,7 @@ impl Head {
             Some(HeadKind::PreTraining) => Head::MaskedLm { nsp: true },
             Some(HeadKind::MaskedLm) => Head::MaskedLm { nsp: false },
             Some(HeadKind::CausalLm) => Head::CausalLm,
+            Some(HeadKind::Seq2SeqLm) => Head::Seq2SeqLm,
             Some(HeadKind::Base) => Head::Base,
             None => config.arch.default_head(),
         }
@@ -297,6 +302,74 @@ pub trait CausalLm: Send + Sync {
     }
 }
 
+/// The token ids a sequence-to-sequence model generates with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seq2SeqTokens {
+    /// The first decoder input (Marian: the pad id).
+    pub decoder_start: u32,
+    pub eos: u32,
+    pub pad: u32,
+    /// Forced as the last token when generation reaches its length limit.
+    pub forced_eos: Option<u32>,
+}
+
+/// Sequence-to-sequence generation: an encoder reads the source once, a decoder attends to
+/// it while predicting the target. Source inputs are `[B, S]` ids with a `[B, S]` mask
+/// (1 token, 0 padding).
+pub trait Seq2SeqLm: Send + Sync {
+    /// Encoder states `[B, S, D]`.
+    fn encode(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor>;
+
+    /// Logits `[B, T, vocab]` for `decoder_input_ids` `[B, T]` attending to
+    /// `encoder_states` (masked by the source `attention_mask`). With a cache, the ids are
+    /// the new positions only and the cache grows by T.
+    fn decode(
+        &self,
+        decoder_input_ids: &Tensor,
+        encoder_states: &Tensor,
+        attention_mask: &Tensor,
+        cache: Option<&mut Vec<KvCache>>,
+    ) -> Result<Tensor>;
+
+    /// A fresh decoder cache, one entry per decoder layer.
+    fn new_cache(&self) -> Vec<KvCache>;
+
+    fn tokens(&self) -> Seq2SeqTokens;
+
+    /// The longest source or target the position table covers.
+    fn max_positions(&self) -> usize;
+
+    /// The device the weights live on (inputs must be built there).
+    fn device(&self) -> &candle_core::Device;
+
+    /// Teacher-forced logits `[B, T, vocab]`.
+    fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        decoder_input_ids: &Tensor,
+    ) -> Result<Tensor> {
+        let states = self.encode(input_ids, attention_mask)?;
+        self.decode(decoder_input_ids, &states, attention_mask, None)
+    }
+
+    /// Mean cross-entropy of `logits` `[B, T, V]` against `labels` `[B, T]` (-100 ignored),
+    /// label-smoothed by `label_smoothing` as PyTorch's `cross_entropy` does.
+    fn loss(&self, logits: &Tensor, labels: &Tensor, label_smoothing: f64) -> Result<Tensor> {
+        let (b, t, v) = logits.dims3()?;
+        let opts = CrossEntropyOptions {
+            ignore_index: Some(-100),
+            label_smoothing,
+            ..Default::default()
+        };
+        cross_entropy(
+            &logits.reshape((b * t, v))?,
+            &labels.to_dtype(DType::I64)?.reshape(b * t)?,
+            &opts,
+        )
+    }
+}
+
 /// A built network, by the kind of its head.
 #[derive(Clone)]
 pub enum Net {
@@ -305,6 +378,7 @@ pub enum Net {
     TokenClassifier(Arc<dyn TokenClassifier>),
     MaskedLm(Arc<dyn MaskedLm>),
     CausalLm(Arc<dyn CausalLm>),
+    Seq2SeqLm(Arc<dyn Seq2SeqLm>),
 }
 
 /// A kind of network a pipeline can ask for: [`Net`] itself (any head) or one of the head
@@ -346,6 +420,7 @@ net_kind!(
 net_kind!(TokenClassifier, TokenClassifier, "a token classifier");
 net_kind!(MaskedLm, MaskedLm, "a masked language model");
 net_kind!(CausalLm, CausalLm, "a causal language model");
+net_kind!(Seq2SeqLm, Seq2SeqLm, "a sequence-to-sequence model");
 
 /// Convert a [`Net`] (of the model class `class_name`), or say what it is instead.
 pub(crate) fn net_as<N: NetKind + ?Sized>(net: Net, class_name: &str) -> AnyResult<Arc<N>> {

@@ -9,7 +9,7 @@ use candle_nn::VarBuilder;
 use super::{Head, HeadKind, Net};
 use crate::model::config::{ArchConfig, ModelType};
 use crate::model::layers::ModelMode;
-use crate::model::{bert, gpt2};
+use crate::model::{bert, gpt2, marian};
 
 /// What a builder gets: the parameters, the architecture, the head and the dropout switch.
 pub struct Build<'a> {
@@ -29,6 +29,8 @@ pub struct HeadSpec {
     /// Name prefixes of the head's own parameters: a checkpoint of the base model lacks
     /// them, so fine-tuning from one initialises them afresh.
     pub head_params: &'static [&'static str],
+    /// Tensors of the head saved with the model that never train (Transformers' buffers).
+    pub buffers: &'static [&'static str],
     pub build: fn(&Build) -> candle_core::Result<Net>,
 }
 
@@ -39,6 +41,7 @@ pub const HEADS: &[HeadSpec] = &[
         model_type: ModelType::Bert,
         kind: HeadKind::Base,
         head_params: &[],
+        buffers: &[],
         build: bert::build_base,
     },
     HeadSpec {
@@ -46,6 +49,7 @@ pub const HEADS: &[HeadSpec] = &[
         model_type: ModelType::Bert,
         kind: HeadKind::SequenceClassification,
         head_params: &["classifier.", "bert.pooler."],
+        buffers: &[],
         build: bert::build_sequence_classifier,
     },
     HeadSpec {
@@ -53,6 +57,7 @@ pub const HEADS: &[HeadSpec] = &[
         model_type: ModelType::Bert,
         kind: HeadKind::TokenClassification,
         head_params: &["classifier."],
+        buffers: &[],
         build: bert::build_token_classifier,
     },
     HeadSpec {
@@ -60,6 +65,7 @@ pub const HEADS: &[HeadSpec] = &[
         model_type: ModelType::Bert,
         kind: HeadKind::PreTraining,
         head_params: &["cls.", "bert.pooler."],
+        buffers: &[],
         build: bert::build_pretraining,
     },
     HeadSpec {
@@ -67,6 +73,7 @@ pub const HEADS: &[HeadSpec] = &[
         model_type: ModelType::Bert,
         kind: HeadKind::MaskedLm,
         head_params: &["cls."],
+        buffers: &[],
         build: bert::build_masked_lm,
     },
     HeadSpec {
@@ -75,6 +82,7 @@ pub const HEADS: &[HeadSpec] = &[
         kind: HeadKind::CausalLm,
         // Tied to the token embedding: nothing of its own.
         head_params: &[],
+        buffers: &[],
         build: gpt2::build_causal_lm,
     },
     HeadSpec {
@@ -82,7 +90,17 @@ pub const HEADS: &[HeadSpec] = &[
         model_type: ModelType::Gpt2,
         kind: HeadKind::SequenceClassification,
         head_params: &["score."],
+        buffers: &[],
         build: gpt2::build_sequence_classifier,
+    },
+    HeadSpec {
+        class_name: "MarianMTModel",
+        model_type: ModelType::Marian,
+        kind: HeadKind::Seq2SeqLm,
+        // A buffer of zeros that a bare `MarianModel` checkpoint lacks.
+        head_params: &["final_logits_bias"],
+        buffers: &["final_logits_bias"],
+        build: marian::build_seq2seq_lm,
     },
 ];
 

@@ -19,6 +19,9 @@ pub enum Activation {
     )]
     GeluTanh,
     Relu,
+    /// `x * sigmoid(x)` (Marian's "swish"; PyTorch's SiLU).
+    #[serde(alias = "silu")]
+    Swish,
 }
 
 impl Activation {
@@ -27,6 +30,7 @@ impl Activation {
             Activation::Gelu => crate::ops::gelu_erf(x),
             Activation::GeluTanh => crate::ops::gelu_tanh(x),
             Activation::Relu => crate::ops::relu(x),
+            Activation::Swish => crate::ops::silu(x),
         }
     }
 }
@@ -71,6 +75,7 @@ mod tests {
             (Activation::Gelu, "gelu"),
             (Activation::GeluTanh, "gelu_new"),
             (Activation::Relu, "relu"),
+            (Activation::Swish, "swish"),
         ] {
             assert_eq!(serde_json::to_value(act).unwrap(), name);
             assert_eq!(

@@ -12,7 +12,10 @@ mod norm;
 pub use attention::{causal_mask, padding_mask, MultiHeadAttention, QkvLayout};
 pub use block::{ResidualOrder, TransformerBlock};
 pub use dropout::Dropout;
-pub use embedding::{position_ids, sinusoidal_table, Embedding, SinusoidalPositionalEncoding};
+pub use embedding::{
+    position_ids, sinusoidal_table, sinusoidal_table_halves, Embedding,
+    SinusoidalPositionalEncoding,
+};
 pub use feed_forward::{Activation, FeedForward};
 pub use linear::Linear;
 pub use mode::{AutocastScope, ModelMode};
