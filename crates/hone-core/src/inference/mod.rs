@@ -4,3 +4,4 @@ pub mod classify;
 pub mod embed;
 pub mod generate;
 pub mod ner;
+pub mod translate;

@@ -81,6 +81,15 @@ impl KvCache {
         self.len() == 0
     }
 
+    /// Keep batch rows `rows` (u32 `[N]`, repeats allowed) in that order: beam search moves
+    /// each surviving hypothesis's keys and values to its new slot.
+    pub fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
+        if let Some((k, v)) = self.kv.take() {
+            self.kv = Some((k.index_select(rows, 0)?, v.index_select(rows, 0)?));
+        }
+        Ok(())
+    }
+
     /// Appends `k`/`v` `[B, T, H * D]`; returns all positions cached so far.
     fn append(&mut self, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
         let (k, v) = match self.kv.take() {
