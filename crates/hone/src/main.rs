@@ -15,6 +15,7 @@ mod pretrain;
 mod run_recipe;
 mod score;
 mod tokenizer;
+mod translate;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -54,6 +55,8 @@ enum Command {
     Pretrain(pretrain::PretrainArgs),
     /// Generate text with a causal language model.
     Generate(generate::GenerateArgs),
+    /// Translate sentences with a sequence-to-sequence model (greedy or beam search).
+    Translate(translate::TranslateArgs),
     /// Fold a LoRA adapter into its base: a plain Hugging Face model directory.
     Merge(merge::MergeArgs),
     /// Train or inspect tokenizers.
@@ -103,6 +106,7 @@ fn run() -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Pretrain(a) => pretrain::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::Translate(a) => translate::run(a),
         Command::Merge(a) => merge::run(a),
         Command::Tokenizer(c) => tokenizer::run(c),
     }

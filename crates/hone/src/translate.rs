@@ -1,0 +1,119 @@
+//! `hone translate`: translate sentences (one per line, from a file or stdin) with a
+//! sequence-to-sequence model, one translation per line on stdout.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use hone_core::inference::translate::{translate, TranslationConfig};
+use hone_core::model::{Model, ModelDir, Seq2SeqLm};
+use hone_core::runtime::DeviceSpec;
+use hone_core::tokenization::TextTokenizer;
+
+#[derive(Args, Debug)]
+pub struct TranslateArgs {
+    /// A translation model directory (MarianMTModel) with its tokenizer.json.
+    model_dir: PathBuf,
+    /// For an adapter directory: the base model (instead of the one its
+    /// adapter_config.json names).
+    #[arg(long)]
+    base: Option<PathBuf>,
+    /// Sentences to translate, one per line (default: stdin).
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Beam width; 1 decodes greedily. Default: the model's generation_config.json, else 1.
+    #[arg(long)]
+    beam: Option<usize>,
+    /// Most tokens generated per sentence (EOS included). Default: the model's
+    /// generation_config.json `max_length` - 1, else 256, within the model's positions.
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    /// Exponent of the length normalisation of beams (Hugging Face's length_penalty).
+    #[arg(long)]
+    length_penalty: Option<f64>,
+    /// Sentences decoded together.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
+}
+
+/// The settings of a model's `generation_config.json` that `hone translate` honours.
+#[derive(Debug, Default, serde::Deserialize)]
+struct GenerationFile {
+    num_beams: Option<usize>,
+    max_length: Option<usize>,
+    length_penalty: Option<f64>,
+    early_stopping: Option<serde_json::Value>,
+}
+
+impl GenerationFile {
+    fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join("generation_config.json");
+        if !path.is_file() {
+            return Ok(Self::default());
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("invalid {}", path.display()))
+    }
+}
+
+pub fn run(args: TranslateArgs) -> Result<()> {
+    let device = args.device.open()?;
+    let dir = ModelDir::open_with_base(&args.model_dir, args.base.as_deref())?;
+    let model = Model::open(&dir, &device)?
+        .into_kind::<dyn Seq2SeqLm>()
+        .map_err(|e| e.context(args.model_dir.display().to_string()))?;
+    let tokenizer = TextTokenizer::from_dir(dir.tokenizer_dir())?;
+    let file = GenerationFile::load(&dir.path)?;
+    let most = model.net.max_positions() - 1;
+    let cfg = TranslationConfig {
+        num_beams: args.beam.or(file.num_beams).unwrap_or(1),
+        max_new_tokens: args
+            .max_new_tokens
+            .or(file.max_length.map(|m| m.saturating_sub(1)))
+            .unwrap_or(256)
+            .min(most),
+        length_penalty: args.length_penalty.or(file.length_penalty).unwrap_or(1.0),
+        // Transformers' default is false; "never" is not modelled and reads as false.
+        early_stopping: file
+            .early_stopping
+            .is_some_and(|v| v == serde_json::Value::Bool(true)),
+        use_cache: true,
+    };
+    let lines: Vec<String> = match &args.input {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .lines()
+            .map(str::to_string)
+            .collect(),
+        None => std::io::stdin()
+            .lock()
+            .lines()
+            .collect::<std::io::Result<_>>()
+            .context("cannot read stdin")?,
+    };
+    let mut out = std::io::stdout().lock();
+    for chunk in lines.chunks(args.batch_size.max(1)) {
+        // An empty line translates to an empty line, so output lines match input lines.
+        let texts: Vec<String> = chunk
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+            .cloned()
+            .collect();
+        let mut translated =
+            translate(&*model.net, &tokenizer, &texts, &cfg, args.batch_size)?.into_iter();
+        for line in chunk {
+            match line.trim().is_empty() {
+                true => writeln!(out)?,
+                false => writeln!(out, "{}", translated.next().unwrap_or_default())?,
+            }
+        }
+        out.flush()?;
+    }
+    Ok(())
+}
