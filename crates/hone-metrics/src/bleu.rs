@@ -340,6 +340,28 @@ fn my_log(x: f64) -> f64 {
 }
 
 impl Bleu {
+    /// sacrebleu's signature of these settings with `nrefs` references, e.g.
+    /// `nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:hone-0.1.0` (the version is
+    /// hone's: the numbers equal sacrebleu's, the code is not sacrebleu).
+    pub fn signature(&self, nrefs: usize) -> String {
+        let c = &self.config;
+        let tok = match c.tokenize {
+            Tokenize::Tok13a => "13a",
+            Tokenize::None => "none",
+        };
+        let smooth = match c.smooth_method {
+            SmoothMethod::None => "none".to_string(),
+            SmoothMethod::Exp => "exp".to_string(),
+            SmoothMethod::Floor => format!("floor[{:.2}]", c.smooth_value.unwrap_or(0.1)),
+            SmoothMethod::AddK => format!("add-k[{}]", c.smooth_value.unwrap_or(1.0)),
+        };
+        format!(
+            "nrefs:{nrefs}|case:{}|eff:{}|tok:{tok}|smooth:{smooth}|version:hone-{}",
+            if c.lowercase { "lc" } else { "mixed" },
+            if c.effective_order { "yes" } else { "no" },
+            env!("CARGO_PKG_VERSION")
+        )
+    }
     /// A metric with the given settings.
     pub fn new(config: BleuConfig) -> Self {
         Bleu { config }

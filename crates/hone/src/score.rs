@@ -55,7 +55,7 @@ enum ScoreKind {
     /// per line), as sacrebleu computes it.
     Bleu {
         /// Hypotheses, one per line.
-        #[arg(long)]
+        #[arg(long, visible_alias = "hyp")]
         pred: PathBuf,
         /// References, one per line, aligned with the hypotheses (repeat for several).
         #[arg(long = "ref", required = true)]
@@ -305,7 +305,10 @@ pub fn run(args: ScoreArgs) -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string(&score)?);
             } else {
-                println!("{score}");
+                // sacrebleu's text line: `BLEU|<signature> = 30.36 77.8/48.4/...`.
+                let text = score.to_string();
+                let numbers = text.strip_prefix("BLEU = ").unwrap_or(&text);
+                println!("BLEU|{} = {numbers}", bleu.signature(refs.len()));
             }
             Ok(())
         }

@@ -105,7 +105,14 @@ fn score_bleu_reproduces_sacrebleu() {
     // sacrebleu's one-line summary by default; a reference file of another length is
     // refused, naming both files.
     let text = String::from_utf8(score(&["bleu"], &files)).unwrap();
-    assert!(text.starts_with("BLEU = 30.36 "), "{text}");
+    assert!(
+        text.starts_with("BLEU|nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:hone-")
+            && text.contains(" = 30.36 "),
+        "{text}"
+    );
+    let hyp_alias = [("--hyp", hyps.as_path()), ("--ref", refs.as_path())];
+    let lc = String::from_utf8(score(&["bleu", "--lowercase"], &hyp_alias)).unwrap();
+    assert!(lc.contains("|case:lc|"), "{lc}");
     let short = dir.join("short.txt");
     std::fs::write(&short, "one line\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_hone"))
