@@ -193,40 +193,45 @@ pub fn read_lines(path: impl AsRef<Path>) -> Result<Vec<String>> {
     Ok(lines)
 }
 
-/// Line-aligned parallel text (e.g. Multi30k `train.de` / `train.en`) as (source, target)
-/// pairs. Fails when the line counts differ or a line is empty on one side only; lines empty
-/// on both sides are skipped.
-pub fn read_parallel(
-    source: impl AsRef<Path>,
-    target: impl AsRef<Path>,
-) -> Result<Vec<(String, String)>> {
+/// Line-aligned parallel text: (source, target) pairs and how many lines were skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParallelText {
+    pub pairs: Vec<(String, String)>,
+    /// Line numbers where either side was empty (not a pair).
+    pub skipped: usize,
+}
+
+/// Line-aligned parallel text (e.g. Multi30k `train.de` / `train.en`). Fails when the line
+/// counts differ, naming both files and the first line the shorter one lacks; a line empty
+/// on either side is skipped and counted.
+pub fn read_parallel(source: impl AsRef<Path>, target: impl AsRef<Path>) -> Result<ParallelText> {
     let (source, target) = (source.as_ref(), target.as_ref());
     let src = read_lines(source)?;
     let tgt = read_lines(target)?;
     if src.len() != tgt.len() {
+        let shorter = if src.len() < tgt.len() {
+            source
+        } else {
+            target
+        };
         return Err(DataError::Invalid(format!(
-            "{} has {} lines but {} has {}; parallel files must align line by line",
+            "{} has {} lines but {} has {}; parallel files must align line by line ({} has no line {})",
             source.display(),
             src.len(),
             target.display(),
-            tgt.len()
+            tgt.len(),
+            shorter.display(),
+            src.len().min(tgt.len()) + 1
         )));
     }
     let mut pairs = Vec::with_capacity(src.len());
-    for (i, (s, t)) in src.into_iter().zip(tgt).enumerate() {
-        let (s_empty, t_empty) = (s.trim().is_empty(), t.trim().is_empty());
-        if s_empty && t_empty {
+    let mut skipped = 0;
+    for (s, t) in src.into_iter().zip(tgt) {
+        if s.trim().is_empty() || t.trim().is_empty() {
+            skipped += 1;
             continue;
-        }
-        if s_empty || t_empty {
-            let empty = if s_empty { source } else { target };
-            return Err(DataError::parse(
-                empty,
-                i + 1,
-                "empty line whose counterpart in the other file is not empty",
-            ));
         }
         pairs.push((s, t));
     }
-    Ok(pairs)
+    Ok(ParallelText { pairs, skipped })
 }

@@ -11,7 +11,9 @@ mod lines;
 pub mod table;
 
 pub use conll::{ConllOptions, Sentence, TagScheme};
-pub use corpus::{read_lines, read_parallel, Document, DocumentMode, DocumentReader, TextChunks};
+pub use corpus::{
+    read_lines, read_parallel, Document, DocumentMode, DocumentReader, ParallelText, TextChunks,
+};
 pub use error::{DataError, Result};
 pub use table::{
     read_table, train_validation_split, CleanOptions, Example, LabelMap, Table, TableFormat,

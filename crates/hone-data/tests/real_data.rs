@@ -87,6 +87,6 @@ fn tinyshakespeare_and_multi30k() {
     let lines: usize = docs.iter().map(|d| d.lines.len()).sum();
     assert_eq!(whole[0].lines.len(), lines);
 
-    let pairs = read_parallel(data.join("multi30k/val.de"), data.join("multi30k/val.en")).unwrap();
-    assert!(pairs.len() >= 1_000, "{}", pairs.len());
+    let text = read_parallel(data.join("multi30k/val.de"), data.join("multi30k/val.en")).unwrap();
+    assert!(text.pairs.len() >= 1_000, "{}", text.pairs.len());
 }

@@ -6,7 +6,9 @@
 //! - [`TokenizerKind::Bpe`]: whitespace-split words, `</w>` marking word ends so decoding
 //!   can put the spaces back;
 //! - [`TokenizerKind::ByteLevelBpe`]: GPT-2's, lossless on any UTF-8 text;
-//! - [`TokenizerKind::Char`]: one token per character, ids as nanoGPT's Shakespeare setting.
+//! - [`TokenizerKind::Char`]: one token per character, ids as nanoGPT's Shakespeare setting;
+//! - [`TokenizerKind::SentencePieceBpe`]: Marian's (SentencePiece-style BPE over `▁`-marked
+//!   words, `</s>` appended), for translation.
 //!
 //! Files are streamed line by line (`train_from_files`), never read whole.
 //!
@@ -28,11 +30,13 @@ use tokenizers::models::bpe::{BpeTrainer, BPE};
 use tokenizers::models::wordlevel::{WordLevel, WordLevelTrainer};
 use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::models::{ModelWrapper, TrainerWrapper};
-use tokenizers::normalizers::{BertNormalizer, Lowercase};
+use tokenizers::normalizers::{BertNormalizer, Lowercase, NFC};
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::whitespace::Whitespace;
 use tokenizers::processors::bert::BertProcessing;
+use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, Model, SplitDelimiterBehavior, Tokenizer, Trainer};
 
 use super::TextTokenizer;
@@ -55,6 +59,11 @@ pub enum TokenizerKind {
     /// One token per character (spaces and newlines included), ids in code-point order.
     #[cfg_attr(feature = "clap", value(alias = "character"))]
     Char,
+    /// SentencePiece-style BPE as Marian's tokenizers are: NFC, spaces become `▁` prefixed
+    /// to every word, `</s>` appended to every sequence; `<pad>`, `</s>`, `<unk>` are ids
+    /// 0, 1, 2. One vocabulary for source and target when trained on both.
+    #[cfg_attr(feature = "clap", value(name = "sentencepiece-bpe", alias = "marian"))]
+    SentencePieceBpe,
 }
 
 impl TokenizerKind {
@@ -66,6 +75,7 @@ impl TokenizerKind {
             TokenizerKind::ByteLevelBpe => &["<|endoftext|>"],
             // None: the vocabulary is exactly the corpus's characters, as in nanoGPT.
             TokenizerKind::Char => &[],
+            TokenizerKind::SentencePieceBpe => &["<pad>", "</s>", "<unk>"],
         };
         s.iter().map(|t| t.to_string()).collect()
     }
@@ -191,6 +201,37 @@ pub fn train_tokenizer(
             tok.with_model(bpe);
             tok.with_post_processor(Some(byte_level));
             tok.with_decoder(Some(byte_level));
+            tok
+        }
+        TokenizerKind::SentencePieceBpe => {
+            let mut tok = Tokenizer::new(BPE::default());
+            tok.with_normalizer(Some(NFC)).map_err(err)?;
+            let metaspace = Metaspace::new('\u{2581}', PrependScheme::Always, true);
+            tok.with_pre_tokenizer(Some(metaspace.clone()));
+            let trainer = BpeTrainer::builder()
+                .vocab_size(vocab_size)
+                .min_frequency(min_frequency)
+                .special_tokens(specials)
+                .show_progress(false)
+                .build();
+            let mut bpe = BPE::builder()
+                .unk_token(unk.unwrap_or("<unk>").into())
+                .build()
+                .map_err(err)?;
+            train_bpe(&mut tok, &trainer, &mut bpe, file_names)?;
+            tok.with_model(bpe);
+            let eos = tok
+                .token_to_id("</s>")
+                .context("a SentencePiece-style tokenizer needs a </s> special token")?;
+            let template = TemplateProcessing::builder()
+                .try_single("$A </s>")
+                .and_then(|b| b.try_pair("$A $B </s>"))
+                .map_err(err)?
+                .special_tokens(vec![("</s>", eos)])
+                .build()
+                .map_err(err)?;
+            tok.with_post_processor(Some(template));
+            tok.with_decoder(Some(metaspace));
             tok
         }
         TokenizerKind::Char => train_char(

@@ -65,6 +65,10 @@ pub struct TrainingArguments {
     pub load_best_model_at_end: bool,
     /// Batch examples of similar length together (less padding).
     pub group_by_length: bool,
+    /// Token-based batching (fairseq's `--max-tokens`): examples sorted by length, cut into
+    /// batches whose padded size (rows x longest) stays within this many tokens; the
+    /// batches are fixed and their order shuffled every epoch. Replaces the batch size.
+    pub max_tokens_per_batch: Option<usize>,
     /// Freeze the embedding layer.
     pub freeze_embeddings: bool,
     /// Freeze the bottom k encoder layers.
@@ -123,6 +127,7 @@ impl Default for TrainingArguments {
             greater_is_better: None,
             load_best_model_at_end: true,
             group_by_length: false,
+            max_tokens_per_batch: None,
             freeze_embeddings: false,
             freeze_layers: 0,
             freeze_parameters: vec![],

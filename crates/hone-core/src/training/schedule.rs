@@ -24,6 +24,9 @@ pub enum ScheduleKind {
     Cosine,
     /// Linear warmup, then half a cosine down to `min_lr` at the decay end, then `min_lr`.
     CosineWithMinLr,
+    /// Linear warmup, then `base_lr * sqrt(warmup / step)`: the original Transformer's
+    /// ("Noam") schedule with its peak at `base_lr` (Hugging Face's `inverse_sqrt`).
+    InverseSqrt,
 }
 
 impl ScheduleKind {
@@ -35,6 +38,7 @@ impl ScheduleKind {
             ScheduleKind::Linear => "linear",
             ScheduleKind::Cosine => "cosine",
             ScheduleKind::CosineWithMinLr => "cosine_with_min_lr",
+            ScheduleKind::InverseSqrt => "inverse_sqrt",
         }
     }
 }
@@ -49,9 +53,10 @@ impl FromStr for ScheduleKind {
             "linear" => ScheduleKind::Linear,
             "cosine" => ScheduleKind::Cosine,
             "cosine_with_min_lr" => ScheduleKind::CosineWithMinLr,
+            "inverse_sqrt" => ScheduleKind::InverseSqrt,
             other => bail!(
                 "unknown learning-rate schedule `{other}` (use linear, cosine, constant, \
-                 constant_with_warmup or cosine_with_min_lr)"
+                 constant_with_warmup, cosine_with_min_lr or inverse_sqrt)"
             ),
         })
     }
@@ -195,6 +200,12 @@ impl LrSchedule {
                 let factor = 0.5 * (1.0 + (PI * self.progress(step, end)).cos());
                 factor * (1.0 - rate) + rate
             }
+            // Hugging Face's timescale is the warmup (10,000 without one): after the
+            // warmup, 1 / sqrt((step + timescale - warmup) / timescale).
+            ScheduleKind::InverseSqrt => {
+                let timescale = if self.warmup_steps > 0 { w } else { 10_000.0 };
+                1.0 / ((s + timescale - w) / timescale).sqrt()
+            }
         }
     }
 
@@ -234,6 +245,7 @@ mod tests {
             "constant",
             "constant_with_warmup",
             "cosine_with_min_lr",
+            "inverse_sqrt",
         ] {
             let k: ScheduleKind = name.parse().unwrap();
             assert_eq!(k.hf_name(), name);
@@ -317,5 +329,33 @@ mod tests {
         assert!(Warmup::Ratio(1.5).steps(100).is_err());
         let s = LrSchedule::new(ScheduleKind::Linear, 1.0, Warmup::Ratio(0.25), 8).unwrap();
         assert_eq!(s.warmup_steps, 2);
+    }
+}
+
+#[cfg(test)]
+mod inverse_sqrt_tests {
+    use super::*;
+
+    #[test]
+    fn inverse_sqrt_warms_up_then_decays_as_one_over_sqrt_step() {
+        let s = LrSchedule::new(ScheduleKind::InverseSqrt, 1e-3, Warmup::Steps(4), 100).unwrap();
+        // Warmup: 0, 1/4, 2/4, 3/4 of the peak; then sqrt(4 / step).
+        for (step, want) in [
+            (0, 0.0),
+            (1, 0.25e-3),
+            (3, 0.75e-3),
+            (4, 1e-3),
+            (16, 0.5e-3),
+        ] {
+            assert!(
+                (s.lr_at(step) - want).abs() < 1e-15,
+                "step {step}: {}",
+                s.lr_at(step)
+            );
+        }
+        // Without warmup, Hugging Face's timescale of 10,000 steps.
+        let s = LrSchedule::new(ScheduleKind::InverseSqrt, 1.0, Warmup::Steps(0), 100).unwrap();
+        assert_eq!(s.lr_at(0), 1.0);
+        assert!((s.lr_at(30_000) - 0.5).abs() < 1e-12);
     }
 }

@@ -187,9 +187,34 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
     }
 
     fn micro_batches_per_epoch(&self) -> usize {
-        self.data
-            .num_train_examples()
-            .div_ceil(self.args.per_device_train_batch_size.max(1))
+        match self.args.max_tokens_per_batch {
+            Some(budget) => self.token_batches(budget).len(),
+            None => self
+                .data
+                .num_train_examples()
+                .div_ceil(self.args.per_device_train_batch_size.max(1)),
+        }
+    }
+
+    /// Batches of at most `budget` padded tokens over examples sorted by length (ties by
+    /// index, so the batches are the same every epoch and on resume).
+    fn token_batches(&self, budget: usize) -> Vec<Vec<usize>> {
+        let mut order: Vec<usize> = (0..self.data.num_train_examples()).collect();
+        order.sort_by_key(|&i| (self.data.train_example_length(i), i));
+        let mut batches: Vec<Vec<usize>> = Vec::new();
+        let mut batch: Vec<usize> = Vec::new();
+        for i in order {
+            // Sorted ascending: the newest example is the batch's longest.
+            let len = self.data.train_example_length(i).max(1);
+            if !batch.is_empty() && (batch.len() + 1) * len > budget {
+                batches.push(std::mem::take(&mut batch));
+            }
+            batch.push(i);
+        }
+        if !batch.is_empty() {
+            batches.push(batch);
+        }
+        batches
     }
 
     /// Optimizer updates per epoch (a partial accumulation at the end of an epoch still
@@ -216,6 +241,11 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
         let mut rng = ChaCha8Rng::seed_from_u64(
             self.args.seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(epoch as u64 + 1)),
         );
+        if let Some(budget) = self.args.max_tokens_per_batch {
+            let mut batches = self.token_batches(budget);
+            batches.shuffle(&mut rng);
+            return batches;
+        }
         let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(&mut rng);
         if !self.args.group_by_length {
