@@ -36,6 +36,7 @@ fn every_example_recipe_parses() {
             FinetuneRecipe::load(path, &[]).map(|r| match r {
                 FinetuneRecipe::TokenClassification(_) => "ner",
                 FinetuneRecipe::TextClassification(_) => "classification",
+                FinetuneRecipe::Translation(_) => "translation",
             })
         };
         match kind {
@@ -43,7 +44,7 @@ fn every_example_recipe_parses() {
             Err(e) => panic!("{}: {e:#}", path.display()),
         }
     }
-    for k in ["pretrain", "ner", "classification"] {
+    for k in ["pretrain", "ner", "classification", "translation"] {
         assert!(kinds.contains(&k), "no {k} recipe among {files:?}");
     }
 }

@@ -4,10 +4,12 @@ use clap::Args;
 use super::run_recipe::{train_and_report, RecipeRunArgs};
 use hone_core::tasks::classification::ClassificationData;
 use hone_core::tasks::ner::NerData;
+use hone_core::tasks::translation::TranslationData;
 use hone_core::tasks::FinetuneRecipe;
 
-/// `hone finetune`: the recipe's top-level `task` = "text-classification" (default) or
-/// "token-classification" picks its [model], [data] and [training] sections.
+/// `hone finetune`: the recipe's top-level `task` = "text-classification" (default),
+/// "token-classification" or "translation" picks its [model], [data] and [training]
+/// sections.
 #[derive(Args, Debug)]
 pub struct FinetuneArgs {
     #[command(flatten)]
@@ -27,6 +29,11 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         FinetuneRecipe::TokenClassification(mut recipe) => {
             let device = args.apply(&mut recipe.training)?;
             let (model, data) = NerData::prepare(&recipe, &device)?;
+            train_and_report(&recipe, &recipe.training, &model, &data, args.resume)
+        }
+        FinetuneRecipe::Translation(mut recipe) => {
+            let device = args.apply(&mut recipe.training)?;
+            let (model, data) = TranslationData::prepare(&recipe, &device)?;
             train_and_report(&recipe, &recipe.training, &model, &data, args.resume)
         }
     }

@@ -85,18 +85,23 @@ impl KvCache {
     /// each surviving hypothesis's keys and values to its new slot.
     pub fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
         if let Some((k, v)) = self.kv.take() {
-            self.kv = Some((k.index_select(rows, 0)?, v.index_select(rows, 0)?));
+            self.kv = Some((
+                k.index_select(rows, 0)?.detach(),
+                v.index_select(rows, 0)?.detach(),
+            ));
         }
         Ok(())
     }
 
-    /// Appends `k`/`v` `[B, T, H * D]`; returns all positions cached so far.
+    /// Appends `k`/`v` `[B, T, H * D]`; returns all positions cached so far. The cache
+    /// serves decoding only: it keeps values, not the graph that made them (else every
+    /// step's concatenation would hold all earlier ones alive, memory quadratic in length).
     fn append(&mut self, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
         let (k, v) = match self.kv.take() {
             Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 1)?, Tensor::cat(&[&pv, &v], 1)?),
             None => (k, v),
         };
-        self.kv = Some((k.clone(), v.clone()));
+        self.kv = Some((k.detach(), v.detach()));
         Ok((k, v))
     }
 }

@@ -8,6 +8,7 @@
 pub mod classification;
 pub mod ner;
 pub mod pretrain;
+pub mod translation;
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,7 @@ use crate::recipe::{load_recipe, parse_recipe};
 use crate::tokenization::TextTokenizer;
 use classification::ClassificationRecipe;
 use ner::NerRecipe;
+use translation::TranslationRecipe;
 
 /// The `[model]` section of a fine-tuning recipe.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -150,6 +152,7 @@ pub enum FinetuneTask {
     #[default]
     TextClassification,
     TokenClassification,
+    Translation,
 }
 
 /// A `hone finetune` recipe: one type per task, picked by its `task` key.
@@ -157,6 +160,7 @@ pub enum FinetuneTask {
 pub enum FinetuneRecipe {
     TextClassification(ClassificationRecipe),
     TokenClassification(NerRecipe),
+    Translation(TranslationRecipe),
 }
 
 impl FinetuneRecipe {
@@ -178,6 +182,7 @@ impl FinetuneRecipe {
             FinetuneTask::TokenClassification => {
                 FinetuneRecipe::TokenClassification(load_recipe(path, overrides)?)
             }
+            FinetuneTask::Translation => FinetuneRecipe::Translation(load_recipe(path, overrides)?),
         })
     }
 }
