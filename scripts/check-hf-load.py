@@ -9,6 +9,9 @@ not part of the test suite, which never needs Python):
 DIR is a sequence classifier (BERT, GPT-2) or a PEFT adapter directory (has adapter_config.json:
 the base comes from its base_model_name_or_path, or from --base, and is wrapped by
 PeftModel.from_pretrained); it is compared with `hone predict DIR [--base DIR]`.
+A translation directory (model_type marian) loads in MarianMTModel instead; its `generate` tokens
+and beam scores are compared with `hone translate DIR --json` (--beam, --max-new-tokens):
+    python scripts/check-hf-load.py runs/multi30k-de-en --beam 5 "Ein Mann schläft." "Zwei Hunde."
 """
 import argparse
 import json
@@ -25,8 +28,47 @@ ap.add_argument("texts", nargs="+")
 ap.add_argument("--base", help="base model of a PEFT adapter (default: its base_model_name_or_path)")
 ap.add_argument("--hf-only", action="store_true", help="print Transformers' probabilities, compare nothing")
 ap.add_argument("--max-length", type=int, default=128, help="truncation, as hone predict's --max-length")
+ap.add_argument("--beam", type=int, default=1, help="translation: beam width")
+ap.add_argument("--max-new-tokens", type=int, default=40, help="translation: generated tokens")
 args = ap.parse_args()
 model_dir, texts = args.model_dir, args.texts
+
+
+def check_marian():
+    """generate() in Transformers against `hone translate --json`: same ids, same scores."""
+    from transformers import MarianMTModel, PreTrainedTokenizerFast
+    model = MarianMTModel.from_pretrained(model_dir).eval()
+    tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(model_dir, "tokenizer.json"),
+                                  pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    enc = tok(texts, padding=True, return_tensors="pt")
+    kw = dict(num_beams=args.beam, max_new_tokens=args.max_new_tokens, length_penalty=1.0,
+              early_stopping=True, do_sample=False, output_scores=True, return_dict_in_generate=True)
+    with torch.no_grad():
+        out = model.generate(**enc, **kw)
+    eos = model.config.eos_token_id
+    hf = []
+    for row in out.sequences.tolist():
+        ids = row[1:]  # drop the decoder start token
+        hf.append(ids[: ids.index(eos) + 1] if eos in ids else [i for i in ids if i != model.config.pad_token_id])
+    cmd = ["cargo", "run", "-q", "--release", "-p", "hone", "--", "translate", model_dir, "--json",
+           "--beam", str(args.beam), "--max-new-tokens", str(args.max_new_tokens)]
+    res = subprocess.run(cmd, input="\n".join(texts) + "\n", capture_output=True, text=True, check=True)
+    hone = [json.loads(l) for l in res.stdout.splitlines()]
+    worst = 0.0
+    for i, (h, o) in enumerate(zip(hf, hone)):
+        if h != o["ids"]:
+            sys.exit(f"sentence {i}: Transformers {h} vs hone {o['ids']}")
+        if args.beam > 1:
+            worst = max(worst, abs(out.sequences_scores[i].item() - o["score"]))
+    print(f"MarianMTModel loads {model_dir}: same tokens for {len(texts)} sentences"
+          + (f", beam scores within {worst:.1e}" if args.beam > 1 else ""))
+    if worst > 1e-3:
+        sys.exit("beam scores differ")
+
+
+if json.load(open(os.path.join(model_dir, "config.json"))).get("model_type") == "marian":
+    check_marian()
+    sys.exit(0)
 
 adapter_cfg = os.path.join(model_dir, "adapter_config.json")
 if os.path.exists(adapter_cfg):

@@ -36,6 +36,9 @@ pub struct TranslateArgs {
     /// Sentences decoded together.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// JSON lines: the text, the generated ids and the sequence score.
+    #[arg(long)]
+    json: bool,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
@@ -108,9 +111,15 @@ pub fn run(args: TranslateArgs) -> Result<()> {
         let mut translated =
             translate(&*model.net, &tokenizer, &texts, &cfg, args.batch_size)?.into_iter();
         for line in chunk {
-            match line.trim().is_empty() {
-                true => writeln!(out)?,
-                false => writeln!(out, "{}", translated.next().unwrap_or_default())?,
+            let t = match line.trim().is_empty() {
+                true => None,
+                false => translated.next(),
+            };
+            match (t, args.json) {
+                (Some(t), true) => writeln!(out, "{}", serde_json::to_string(&t)?)?,
+                (Some(t), false) => writeln!(out, "{}", t.text)?,
+                (None, true) => writeln!(out, "{}", serde_json::json!({"text": "", "ids": []}))?,
+                (None, false) => writeln!(out)?,
             }
         }
         out.flush()?;

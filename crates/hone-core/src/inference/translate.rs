@@ -85,14 +85,25 @@ pub fn generate_seq2seq(
     }
 }
 
-/// Translate `sources` in batches of `batch_size`, returning one line of text each.
+/// One translated sentence.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Translation {
+    /// The decoded text, special tokens left out.
+    pub text: String,
+    /// The generated ids (EOS included when reached).
+    pub ids: Vec<u32>,
+    /// See [`Hypothesis::score`].
+    pub score: f64,
+}
+
+/// Translate `sources` in batches of `batch_size`, one [`Translation`] each.
 pub fn translate(
     model: &dyn Seq2SeqLm,
     tokenizer: &TextTokenizer,
     sources: &[String],
     cfg: &TranslationConfig,
     batch_size: usize,
-) -> Result<Vec<String>> {
+) -> Result<Vec<Translation>> {
     let pad = model.tokens().pad;
     let mut out = Vec::with_capacity(sources.len());
     for chunk in sources.chunks(batch_size.max(1)) {
@@ -111,7 +122,11 @@ pub fn translate(
         }
         let batch = pad_ids(&ids, &[], pad, model.device())?;
         for hyp in generate_seq2seq(model, &batch.input_ids, &batch.attention_mask, cfg)? {
-            out.push(tokenizer.decode(&hyp.ids, true)?);
+            out.push(Translation {
+                text: tokenizer.decode(&hyp.ids, true)?,
+                ids: hyp.ids,
+                score: hyp.score,
+            });
         }
     }
     Ok(out)

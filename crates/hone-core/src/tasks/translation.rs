@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{FinetuneTask, PeftArgs};
 use crate::inference::translate::{generate_seq2seq, TranslationConfig};
-use crate::model::{Head, MarianConfig, MarianSizes, Model, ModelConfig, ModelDir, Seq2SeqLm};
+use crate::model::{
+    Head, MarianConfig, MarianSizes, Model, ModelConfig, ModelDir, Seq2SeqLm, Seq2SeqTokens,
+};
 use crate::tokenization::train::{train_tokenizer, TokenizerKind};
 use crate::tokenization::{pad_ids, TextTokenizer};
 use crate::training::{Metrics, TrainingArguments, TrainingData};
@@ -140,6 +142,8 @@ pub struct TranslationData {
     valid_references: Vec<String>,
     label_smoothing: f64,
     generation: TranslationConfig,
+    /// The model's special ids (written into generation_config.json).
+    tokens: Seq2SeqTokens,
     eval_batch_size: usize,
     device: Device,
 }
@@ -278,6 +282,7 @@ impl TranslationData {
                 early_stopping: true,
                 use_cache: true,
             },
+            tokens,
             eval_batch_size: recipe.training.per_device_eval_batch_size.max(1),
             device: device.clone(),
             tokenizer,
@@ -469,10 +474,12 @@ impl TrainingData for TranslationData {
         ]))
     }
 
-    /// The tokenizer, and a generation_config.json with the recipe's decoding settings.
+    /// The tokenizer, and a generation_config.json with the recipe's decoding settings and
+    /// the special ids (Transformers' `generate` reads them there, not from config.json,
+    /// once the file exists).
     fn save_extras(&self, dir: &Path) -> Result<()> {
         self.tokenizer.save(&dir.join("tokenizer.json"))?;
-        let g = &self.generation;
+        let (g, t) = (&self.generation, &self.tokens);
         crate::io::write_json(
             &dir.join("generation_config.json"),
             &serde_json::json!({
@@ -480,6 +487,10 @@ impl TrainingData for TranslationData {
                 "max_length": g.max_new_tokens + 1,
                 "length_penalty": g.length_penalty,
                 "early_stopping": g.early_stopping,
+                "decoder_start_token_id": t.decoder_start,
+                "eos_token_id": t.eos,
+                "pad_token_id": t.pad,
+                "forced_eos_token_id": t.forced_eos,
             }),
         )
     }
