@@ -10,8 +10,9 @@ use super::score::SeqevalMode;
 use super::ClassifierKind;
 use hone_core::inference::classify::TextClassificationPipeline;
 use hone_core::inference::ner::TokenClassificationPipeline;
-use hone_core::model::ModelDir;
+use hone_core::model::{Head, HeadKind, Model, ModelDir, Seq2SeqLm};
 use hone_core::runtime::DeviceSpec;
+use hone_core::tokenization::TextTokenizer;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -21,9 +22,19 @@ pub struct EvalArgs {
     /// adapter_config.json names).
     #[arg(long)]
     base: Option<PathBuf>,
-    /// A labelled file (.tsv/.csv/.jsonl).
+    /// A labelled file (.tsv/.csv/.jsonl); for a translation model, the source sentences
+    /// (one per line, with --target), or a TSV/JSONL of (source, target).
     #[arg(long)]
     data: PathBuf,
+    /// Translation: the reference translations, one per line, aligned with --data.
+    #[arg(long)]
+    target: Option<PathBuf>,
+    /// Translation: beam width (1: greedy).
+    #[arg(long, default_value_t = 1)]
+    beam: usize,
+    /// Translation: most tokens generated per sentence.
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -57,10 +68,53 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs) -> Result<()> {
     let device = args.device.open()?;
     let dir = ModelDir::open_with_base(&args.model_dir, args.base.as_deref())?;
+    if Head::from_config(&dir.config).kind() == HeadKind::Seq2SeqLm {
+        return run_translation(&args, &dir, &device);
+    }
     match super::classifier_kind(&dir, "eval")? {
         ClassifierKind::Sequence => run_classification(&args, &dir, &device),
         ClassifierKind::Token => run_ner(&args, &dir, &device),
     }
+}
+
+/// Loss, perplexity and BLEU (sacrebleu 13a) of a translation model on parallel text.
+fn run_translation(args: &EvalArgs, dir: &ModelDir, device: &candle_core::Device) -> Result<()> {
+    use hone_core::tasks::translation::{GenerationArgs, TranslationData, TranslationDataArgs};
+    use hone_core::training::TrainingData;
+    let model = Model::open(dir, device)?.into_kind::<dyn Seq2SeqLm>()?;
+    let tokenizer = TextTokenizer::from_dir(dir.tokenizer_dir())?;
+    let files = TranslationDataArgs {
+        validation_source: args.target.as_ref().map(|_| args.data.clone()),
+        validation_target: args.target.clone(),
+        validation_file: args.target.is_none().then(|| args.data.clone()),
+        ..Default::default()
+    };
+    let pairs = files.read_validation()?;
+    let generation = GenerationArgs {
+        num_beams: args.beam,
+        max_new_tokens: args.max_new_tokens,
+        length_penalty: 1.0,
+    };
+    let n = pairs.len();
+    let data = TranslationData::new(
+        &*model.net,
+        tokenizer,
+        &[],
+        pairs,
+        (args.max_length, args.max_length),
+        &generation,
+        args.batch_size,
+    )?;
+    let metrics = data.evaluate(&*model.net, None)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&metrics)?);
+    } else {
+        println!(
+            "{n} sentences: BLEU {:.2}  loss {:.4}  perplexity {:.2}",
+            metrics["bleu"], metrics["loss"], metrics["perplexity"]
+        );
+    }
+    Ok(())
 }
 
 /// Scikit-learn's report of a sequence classifier on a labelled table.

@@ -1,5 +1,6 @@
 //! `hone translate` on the tiny random Marian: greedy and beam 3 print the texts
-//! Transformers' `generate` + `decode(skip_special_tokens=True)` gave, a line per line.
+//! Transformers' `generate` + `decode(skip_special_tokens=True)` gave, a line per line; and
+//! the translation recipe end to end (finetune, eval, translate).
 
 #[path = "../../hone-core/tests/common/mod.rs"]
 mod common;
@@ -199,6 +200,35 @@ fn translation_recipe_trains_saves_and_translates() {
         serde_json::from_str(&std::fs::read_to_string(out.join("generation_config.json")).unwrap())
             .unwrap();
     assert_eq!(generation["num_beams"], 2);
+
+    // hone eval on the same validation files reproduces the run's evaluation.
+    let res = hone(&[
+        "eval",
+        out.to_str().unwrap(),
+        "--data",
+        &vsrc,
+        "--target",
+        &vtgt,
+        "--beam",
+        "2",
+        "--max-new-tokens",
+        "20",
+        "--json",
+    ]);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
+    assert!(
+        (report["loss"].as_f64().unwrap() - loss).abs() < 1e-5,
+        "{report} vs {eval}"
+    );
+    assert!(
+        (report["bleu"].as_f64().unwrap() - bleu).abs() < 1e-9,
+        "{report} vs {eval}"
+    );
 
     let res = hone(&["translate", out.to_str().unwrap(), "--input", &vsrc]);
     assert!(

@@ -148,6 +148,21 @@ pub struct TranslationData {
     device: Device,
 }
 
+impl TranslationDataArgs {
+    /// The validation pairs these arguments name (parallel files or one two-column file).
+    pub fn read_validation(&self) -> Result<Vec<(String, String)>> {
+        read_split(
+            self,
+            (&self.validation_source, &self.validation_target),
+            &self.validation_file,
+            "validation",
+        )?
+        .context(
+            "give the validation sentences: a source file with its target, or a two-column file",
+        )
+    }
+}
+
 /// Sentence pairs of one split, and how many lines were skipped (an empty side).
 fn read_split(
     data: &TranslationDataArgs,
@@ -253,12 +268,38 @@ impl TranslationData {
         }
         let tokenizer = recipe_tokenizer(recipe)?;
         let model = recipe_model(recipe, &tokenizer, device)?;
-        let tokens = model.net.tokens();
-        let positions = model.net.max_positions();
-        let (max_src, max_tgt) = (
-            data.max_source_length.min(positions),
-            data.max_target_length.min(positions),
+        let mut prepared = Self::new(
+            &*model.net,
+            tokenizer,
+            &train,
+            valid,
+            (data.max_source_length, data.max_target_length),
+            &recipe.generation,
+            recipe.training.per_device_eval_batch_size,
+        )?;
+        prepared.label_smoothing = data.label_smoothing;
+        tracing::info!(
+            "translation: {} training pairs, {} validation pairs",
+            prepared.train.len(),
+            prepared.valid.len()
         );
+        Ok((model, prepared))
+    }
+
+    /// Data for `net`: `train` and `valid` pairs tokenized with `tokenizer`, each side cut
+    /// to `max_lengths` (source, target) tokens.
+    pub fn new(
+        net: &dyn Seq2SeqLm,
+        tokenizer: TextTokenizer,
+        train: &[(String, String)],
+        valid: Vec<(String, String)>,
+        max_lengths: (usize, usize),
+        generation: &GenerationArgs,
+        eval_batch_size: usize,
+    ) -> Result<Self> {
+        let tokens = net.tokens();
+        let positions = net.max_positions();
+        let (max_src, max_tgt) = (max_lengths.0.min(positions), max_lengths.1.min(positions));
         let tokenize = |pairs: &[(String, String)]| -> Result<Vec<Pair>> {
             pairs
                 .iter()
@@ -270,29 +311,23 @@ impl TranslationData {
                 })
                 .collect()
         };
-        let prepared = Self {
-            train: tokenize(&train)?,
+        Ok(Self {
+            train: tokenize(train)?,
             valid: tokenize(&valid)?,
             valid_references: valid.into_iter().map(|(_, t)| t).collect(),
-            label_smoothing: data.label_smoothing,
+            label_smoothing: 0.0,
             generation: TranslationConfig {
-                num_beams: recipe.generation.num_beams,
-                max_new_tokens: recipe.generation.max_new_tokens.min(positions - 1),
-                length_penalty: recipe.generation.length_penalty,
+                num_beams: generation.num_beams,
+                max_new_tokens: generation.max_new_tokens.min(positions - 1),
+                length_penalty: generation.length_penalty,
                 early_stopping: true,
                 use_cache: true,
             },
             tokens,
-            eval_batch_size: recipe.training.per_device_eval_batch_size.max(1),
-            device: device.clone(),
+            eval_batch_size: eval_batch_size.max(1),
+            device: net.device().clone(),
             tokenizer,
-        };
-        tracing::info!(
-            "translation: {} training pairs, {} validation pairs",
-            prepared.train.len(),
-            prepared.valid.len()
-        );
-        Ok((model, prepared))
+        })
     }
 
     /// `(input_ids, attention_mask, decoder_input_ids, labels)` of `pairs`: sources padded
