@@ -186,11 +186,17 @@ impl LoraConfig {
         if is_adapter_param(name) {
             return true;
         }
+        // PEFT wraps a whole module named in modules_to_save (`pooler` is BERT's
+        // `bert.pooler`): every parameter under it trains.
         let module = name.rsplit_once('.').map_or("", |(m, _)| m);
-        if self
-            .modules_to_save(head)
-            .iter()
-            .any(|m| is_module(module, m))
+        let ancestors = module
+            .match_indices('.')
+            .map(|(i, _)| &module[..i])
+            .chain(std::iter::once(module));
+        let to_save = self.modules_to_save(head);
+        if ancestors
+            .into_iter()
+            .any(|a| to_save.iter().any(|m| is_module(a, m)))
         {
             return true;
         }
@@ -443,6 +449,13 @@ mod tests {
         assert!(!c.trains(&format!("{q}.bias"), seq, true));
         assert!(!c.trains("bert.pooler.dense.weight", seq, false));
         assert!(!c.trains("lm_head.weight", HeadKind::CausalLm, false));
+        // A parent module in modules_to_save trains everything under it, as PEFT wraps it.
+        let pooler = LoraConfig {
+            modules_to_save: Some(vec!["pooler".into()]),
+            ..c.clone()
+        };
+        assert!(pooler.trains("bert.pooler.dense.weight", seq, false));
+        assert!(!pooler.trains("bert.encoder.layer.0.output.dense.weight", seq, false));
         let lora_only = LoraConfig {
             bias: LoraBias::LoraOnly,
             ..c.clone()
