@@ -108,6 +108,29 @@ fn sub_pairs(
     out
 }
 
+/// sacrebleu's `TokenizerV14International`: three substitutions, left to right and
+/// non-overlapping as Python's `regex.sub`, then whitespace collapsed.
+pub fn tokenize_intl(line: &str) -> String {
+    use std::sync::OnceLock;
+    static RULES: OnceLock<[(regex::Regex, &str); 3]> = OnceLock::new();
+    let rules = RULES.get_or_init(|| {
+        let re = |p: &str| regex::Regex::new(p).expect("valid pattern");
+        [
+            // Punctuation preceded by a non-digit.
+            (re(r"(\P{N})(\p{P})"), "$1 $2 "),
+            // Punctuation followed by a non-digit.
+            (re(r"(\p{P})(\P{N})"), " $1 $2"),
+            // Symbols.
+            (re(r"(\p{S})"), " $1 "),
+        ]
+    });
+    let mut out = line.to_string();
+    for (re, rep) in rules {
+        out = re.replace_all(&out, *rep).into_owned();
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// sacrebleu's `Tokenizer13a` (mteval-v13a tokenization).
 pub fn tokenize_13a(line: &str) -> String {
     let mut line = line
@@ -132,6 +155,9 @@ pub enum Tokenize {
     #[default]
     #[cfg_attr(feature = "clap", value(name = "13a"))]
     Tok13a,
+    /// `intl`: mteval-v14's international tokenization (Unicode punctuation and symbols
+    /// split off, except punctuation between digits).
+    Intl,
     /// `none`: input is already tokenized.
     None,
 }
@@ -141,6 +167,7 @@ impl Tokenize {
     pub fn apply(self, line: &str) -> String {
         match self {
             Tokenize::Tok13a => tokenize_13a(line),
+            Tokenize::Intl => tokenize_intl(line),
             Tokenize::None => line.to_string(),
         }
     }
@@ -149,6 +176,7 @@ impl Tokenize {
     pub fn name(self) -> &'static str {
         match self {
             Tokenize::Tok13a => "13a",
+            Tokenize::Intl => "intl",
             Tokenize::None => "none",
         }
     }
@@ -159,9 +187,10 @@ impl std::str::FromStr for Tokenize {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "13a" => Ok(Tokenize::Tok13a),
+            "intl" => Ok(Tokenize::Intl),
             "none" => Ok(Tokenize::None),
             other => Err(MetricsError::InvalidArgument(format!(
-                "unsupported tokenizer {other:?} (supported: 13a, none)"
+                "unsupported tokenizer {other:?} (supported: 13a, intl, none)"
             ))),
         }
     }
@@ -345,10 +374,7 @@ impl Bleu {
     /// hone's: the numbers equal sacrebleu's, the code is not sacrebleu).
     pub fn signature(&self, nrefs: usize) -> String {
         let c = &self.config;
-        let tok = match c.tokenize {
-            Tokenize::Tok13a => "13a",
-            Tokenize::None => "none",
-        };
+        let tok = c.tokenize.name();
         let smooth = match c.smooth_method {
             SmoothMethod::None => "none".to_string(),
             SmoothMethod::Exp => "exp".to_string(),
@@ -607,5 +633,33 @@ mod tests {
         let s = lc.corpus_score(&["the cat is here"], &refs).unwrap();
         assert!((s.score - 100.0).abs() < 1e-12);
         assert!(corpus_bleu(&["x", "y"], &[vec!["x"]]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod intl_tests {
+    use super::*;
+
+    /// sacrebleu 2.6.0's `TokenizerV14International` on these lines.
+    #[test]
+    fn intl_tokenization_is_sacrebleus() {
+        for (line, want) in [
+            (
+                "Hello, world! 3.14 and 1,000.",
+                "Hello , world ! 3.14 and 1,000.",
+            ),
+            ("Year 2024.", "Year 2024."),
+            (
+                "A $5 fee \u{2014} \u{ab} quoted \u{bb} (ok)?",
+                "A $ 5 fee \u{2014} \u{ab} quoted \u{bb} ( ok ) ?",
+            ),
+            (
+                "na\u{ef}ve caf\u{e9}: 10% off!",
+                "na\u{ef}ve caf\u{e9} : 10 % off !",
+            ),
+            ("a+b=c ^_^ \u{a9}2020", "a + b = c ^ _ ^ \u{a9} 2020"),
+        ] {
+            assert_eq!(tokenize_intl(line), want, "{line}");
+        }
     }
 }
