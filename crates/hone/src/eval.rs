@@ -23,7 +23,8 @@ pub struct EvalArgs {
     #[arg(long)]
     base: Option<PathBuf>,
     /// A labelled file (.tsv/.csv/.jsonl); for a translation model, the source sentences
-    /// (one per line, with --target), or a TSV/JSONL of (source, target).
+    /// (one per line, with --target), or a TSV/JSONL of (source, target); for a causal LM,
+    /// a text file (perplexity over blocks of --max-length tokens).
     #[arg(long)]
     data: PathBuf,
     /// Translation: the reference translations, one per line, aligned with --data.
@@ -68,13 +69,45 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs) -> Result<()> {
     let device = args.device.open()?;
     let dir = ModelDir::open_with_base(&args.model_dir, args.base.as_deref())?;
-    if Head::from_config(&dir.config).kind() == HeadKind::Seq2SeqLm {
-        return run_translation(&args, &dir, &device);
+    match Head::from_config(&dir.config).kind() {
+        HeadKind::Seq2SeqLm => return run_translation(&args, &dir, &device),
+        HeadKind::CausalLm => return run_perplexity(&args, &dir, &device),
+        _ => {}
     }
     match super::classifier_kind(&dir, "eval")? {
         ClassifierKind::Sequence => run_classification(&args, &dir, &device),
         ClassifierKind::Token => run_ner(&args, &dir, &device),
     }
+}
+
+/// Loss and perplexity of a causal LM on a text file, over packed blocks of
+/// `--max-length` tokens (each block scored on its own, as in training).
+fn run_perplexity(args: &EvalArgs, dir: &ModelDir, device: &candle_core::Device) -> Result<()> {
+    use hone_core::model::CausalLm;
+    use hone_core::tasks::pretrain::CausalLmData;
+    use hone_core::training::TrainingData;
+    let model = Model::open(dir, device)?.into_kind::<dyn CausalLm>()?;
+    let block = args.max_length.min(model.net.config().max_positions());
+    let tokenizer = TextTokenizer::from_dir(dir.tokenizer_dir())?;
+    let data = CausalLmData::for_evaluation(
+        tokenizer,
+        std::slice::from_ref(&args.data),
+        block,
+        args.batch_size,
+        device,
+    )?;
+    let metrics = data.evaluate(&*model.net, None)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&metrics)?);
+    } else {
+        println!(
+            "{}: loss {:.4}  perplexity {:.2} (blocks of {block} tokens)",
+            args.data.display(),
+            metrics["loss"],
+            metrics["perplexity"]
+        );
+    }
+    Ok(())
 }
 
 /// Loss, perplexity and BLEU (sacrebleu 13a) of a translation model on parallel text.

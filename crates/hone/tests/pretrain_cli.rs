@@ -60,6 +60,12 @@ fn eval_losses(dir: &std::path::Path) -> Vec<f64> {
 #[test]
 fn causal_lm_recipe_trains_and_generates() {
     let out = out_dir("clm");
+    // A validation file of its own, which `hone eval` then scores the same way.
+    let text =
+        std::fs::read_to_string(shared_dir().join("data/tinyshakespeare/input.txt")).unwrap();
+    let valid = out_dir("clm-valid.txt");
+    std::fs::write(&valid, &text[200_000..212_800]).unwrap();
+    let valid_set = format!("data.validation_files=[\"{}\"]", valid.display());
     assert!(pretrain(
         "shakespeare-char-cpu.toml",
         &out,
@@ -67,8 +73,8 @@ fn causal_lm_recipe_trains_and_generates() {
             "max_steps=60",
             "lr_decay_steps=60",
             "eval_steps=30",
-            "max_eval_batches=4",
             "data.max_train_chars=200000",
+            &valid_set,
         ]
     ));
     let losses = eval_losses(&out);
@@ -82,6 +88,29 @@ fn causal_lm_recipe_trains_and_generates() {
     // The command line draws the curves (a trainer callback the library leaves out).
     let png = std::fs::read(out.join("metrics.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG"), "metrics.png is a PNG");
+
+    // hone eval: the perplexity of the saved model on the validation file, as the run
+    // measured it at its last evaluation.
+    let eval = hone()
+        .arg("eval")
+        .arg(&out)
+        .arg("--data")
+        .arg(&valid)
+        .args(["--max-length", "64", "--json", "--log", "warn"])
+        .output()
+        .unwrap();
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    let loss = report["loss"].as_f64().unwrap();
+    assert!(
+        (loss - losses[1]).abs() < 1e-4,
+        "hone eval {report} vs the run's {losses:?}"
+    );
+    assert!((report["perplexity"].as_f64().unwrap() - loss.exp()).abs() < 1e-9 * loss.exp());
 
     let gen = hone()
         .arg("generate")
@@ -109,6 +138,7 @@ fn causal_lm_recipe_trains_and_generates() {
         "{text:?}"
     );
     std::fs::remove_dir_all(&out).unwrap();
+    std::fs::remove_file(&valid).unwrap();
 }
 
 /// Tiny model settings for the MLM+NSP recipes: eight updates, two evaluations.

@@ -313,6 +313,27 @@ impl CausalLmData {
         Ok((model, prepared))
     }
 
+    /// Validation data alone, for scoring a trained model (`hone eval` on a causal LM):
+    /// `files` tokenized with `tokenizer`, cut into packed blocks of `block_size`.
+    pub fn for_evaluation(
+        tokenizer: TextTokenizer,
+        files: &[PathBuf],
+        block_size: usize,
+        eval_batch_size: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let valid_stream = TokenStream::tokenize(&tokenizer, files, None, None)?;
+        Ok(Self {
+            tokenizer,
+            train_stream: TokenStream::from_vec(vec![]),
+            valid_stream,
+            block_size,
+            sampling: Sampling::Packed,
+            eval_batch_size,
+            device: device.clone(),
+        })
+    }
+
     /// Window start of the `i`-th training example.
     fn start(&self, i: usize) -> usize {
         match self.sampling {
