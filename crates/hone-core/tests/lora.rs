@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use common::*;
 use hone_core::model::adapter::{LoraConfig, TargetModules};
-use hone_core::model::{CausalLm, Head, Model, ModelDir, Net, ProblemType, SequenceClassifier};
+use hone_core::model::{
+    CausalLm, Head, Model, ModelDir, Net, ProblemType, Seq2SeqLm, SequenceClassifier,
+};
 
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("hone-lora-{name}-{}", std::process::id()));
@@ -362,5 +364,65 @@ fn every_head_takes_an_adapter_and_trains_its_head_whole() {
             ),
             None => assert!(others.is_empty(), "{head:?}: {others:?}"),
         }
+    }
+}
+
+/// Marian with PEFT's default targets (`q_proj`, `v_proj`): adapters on every self- and
+/// cross-attention, nothing else trains (final_logits_bias is a buffer), the adapted model
+/// starts out equal to the base (B = 0) and gradients reach every adapter matrix.
+#[test]
+fn marian_takes_adapters_on_self_and_cross_attention() {
+    let path = fixture("tiny-marian");
+    let dir = ModelDir::open(&path).unwrap();
+    let base = Model::load(&path, &Device::Cpu)
+        .unwrap()
+        .into_kind::<dyn Seq2SeqLm>()
+        .unwrap();
+    let config = lora(&["q_proj", "v_proj"], &path);
+    let model = Model::<dyn Seq2SeqLm>::load_with_new_adapter(
+        &dir,
+        Head::Seq2SeqLm,
+        config,
+        &Device::Cpu,
+        0,
+    )
+    .unwrap();
+    let trainable = model.params.trainable_params();
+    // 2 encoder layers x self_attn + 2 decoder layers x (self_attn, encoder_attn); q and v;
+    // A and B.
+    assert_eq!(
+        trainable.len(),
+        (2 + 2 * 2) * 2 * 2,
+        "{:?}",
+        trainable.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+    assert!(trainable.iter().all(|(n, _)| n.contains(".lora_")));
+    let fx = read_fixture("tiny_marian_expected.json");
+    let ids = tensor2(&u32_rows(&fx["input_ids"]));
+    let mask = tensor2(&u32_rows(&fx["attention_mask"]));
+    let dec = tensor2(&u32_rows(&fx["decoder_input_ids"]));
+    let labels = tensor2(&i64_rows(&fx["labels"]));
+    let logits = model.net.forward(&ids, &mask, &dec).unwrap();
+    let same = base.net.forward(&ids, &mask, &dec).unwrap();
+    let d: f32 = (&logits - &same)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert_eq!(d, 0.0, "B starts at zero: the adapter changes nothing yet");
+    let grads = model
+        .net
+        .loss(&logits, &labels, 0.1)
+        .unwrap()
+        .backward()
+        .unwrap();
+    for (name, var) in &trainable {
+        assert!(
+            grads.get(var.as_tensor()).is_some(),
+            "no gradient for {name}"
+        );
     }
 }
