@@ -3,7 +3,7 @@
 
 mod common;
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use common::*;
 use hone_core::inference::translate::{
     beam_search, generate_seq2seq, Hypothesis, TranslationConfig,
@@ -18,8 +18,8 @@ fn rows3(v: &serde_json::Value) -> Vec<f32> {
         .collect()
 }
 
-#[test]
-fn tiny_marian_logits_loss_and_gradients() {
+/// The fixture's expectations, the model, and its source batch (ids, mask).
+fn tiny_marian() -> (serde_json::Value, Model<dyn Seq2SeqLm>, Tensor, Tensor) {
     let fx = read_fixture("tiny_marian_expected.json");
     let model = Model::load(&fixture("tiny-marian"), &Device::Cpu)
         .unwrap()
@@ -27,6 +27,12 @@ fn tiny_marian_logits_loss_and_gradients() {
         .unwrap();
     let ids = tensor2(&u32_rows(&fx["input_ids"]));
     let mask = tensor2(&u32_rows(&fx["attention_mask"]));
+    (fx, model, ids, mask)
+}
+
+#[test]
+fn tiny_marian_logits_loss_and_gradients() {
+    let (fx, model, ids, mask) = tiny_marian();
     let decoder_ids = tensor2(&u32_rows(&fx["decoder_input_ids"]));
     let labels = tensor2(&i64_rows(&fx["labels"]));
 
@@ -71,13 +77,7 @@ fn tiny_marian_logits_loss_and_gradients() {
 /// (for beams) sequence scores; a width-1 beam is greedy; the cache changes nothing.
 #[test]
 fn tiny_marian_greedy_and_beam_search_match_transformers() {
-    let fx = read_fixture("tiny_marian_expected.json");
-    let model = Model::load(&fixture("tiny-marian"), &Device::Cpu)
-        .unwrap()
-        .into_kind::<dyn Seq2SeqLm>()
-        .unwrap();
-    let ids = tensor2(&u32_rows(&fx["input_ids"]));
-    let mask = tensor2(&u32_rows(&fx["attention_mask"]));
+    let (fx, model, ids, mask) = tiny_marian();
     let run = |num_beams: usize, use_cache: bool| {
         let cfg = TranslationConfig {
             num_beams,

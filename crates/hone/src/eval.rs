@@ -97,15 +97,25 @@ fn run_perplexity(args: &EvalArgs, dir: &ModelDir, device: &candle_core::Device)
         device,
     )?;
     let metrics = data.evaluate(&*model.net, None)?;
-    if args.json {
-        println!("{}", serde_json::to_string(&metrics)?);
-    } else {
-        println!(
+    print_metrics(args.json, &metrics, |m| {
+        format!(
             "{}: loss {:.4}  perplexity {:.2} (blocks of {block} tokens)",
             args.data.display(),
-            metrics["loss"],
-            metrics["perplexity"]
-        );
+            m["loss"],
+            m["perplexity"]
+        )
+    })
+}
+
+/// The metrics as one JSON object, or as the line `text` makes of them.
+fn print_metrics(
+    json: bool,
+    metrics: &hone_core::training::Metrics,
+    text: impl FnOnce(&hone_core::training::Metrics) -> String,
+) -> Result<()> {
+    match json {
+        true => println!("{}", serde_json::to_string(metrics)?),
+        false => println!("{}", text(metrics)),
     }
     Ok(())
 }
@@ -139,15 +149,12 @@ fn run_translation(args: &EvalArgs, dir: &ModelDir, device: &candle_core::Device
         args.batch_size,
     )?;
     let metrics = data.evaluate(&*model.net, None)?;
-    if args.json {
-        println!("{}", serde_json::to_string(&metrics)?);
-    } else {
-        println!(
+    print_metrics(args.json, &metrics, |m| {
+        format!(
             "{n} sentences: BLEU {:.2}  loss {:.4}  perplexity {:.2}",
-            metrics["bleu"], metrics["loss"], metrics["perplexity"]
-        );
-    }
-    Ok(())
+            m["bleu"], m["loss"], m["perplexity"]
+        )
+    })
 }
 
 /// Scikit-learn's report of a sequence classifier on a labelled table.
