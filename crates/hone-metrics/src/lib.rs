@@ -4,13 +4,15 @@
 //!   `confusion_matrix`;
 //! * [`seqeval`]: seqeval's entity-level NER metrics (default conlleval-like mode and strict
 //!   scheme-aware mode);
-//! * [`bleu`]: sacrebleu's BLEU with the `13a` tokenizer;
+//! * [`bleu`]: sacrebleu's BLEU with its `13a`, `intl` and `none` tokenizers;
+//! * [`chrf`]: sacrebleu's chrF and chrF++;
 //! * [`perplexity`](mod@perplexity): perplexity from token negative log-likelihoods.
 //!
 //! The goal is numerical parity (to ~1e-12) with the Python references so that numbers printed
 //! by hone can be compared directly with numbers produced by Hugging Face tooling.
 
 pub mod bleu;
+pub mod chrf;
 pub mod classification;
 mod format;
 pub mod perplexity;
@@ -19,6 +21,7 @@ pub mod seqeval;
 use serde::Serialize;
 
 pub use bleu::{corpus_bleu, sentence_bleu, Bleu, BleuConfig, BleuScore, SmoothMethod, Tokenize};
+pub use chrf::{corpus_chrf, Chrf, ChrfConfig, ChrfScore};
 pub use classification::{accuracy, confusion_matrix, ClassificationReport};
 pub use perplexity::{perplexity, NllAccumulator};
 pub use seqeval::{get_entities, Mode, Scheme, SeqevalOptions, SeqevalReport};

@@ -120,7 +120,7 @@ fn print_metrics(
     Ok(())
 }
 
-/// Loss, perplexity and BLEU (sacrebleu 13a) of a translation model on parallel text.
+/// Loss, perplexity, BLEU (sacrebleu 13a) and chrF2 of a translation model on parallel text.
 fn run_translation(args: &EvalArgs, dir: &ModelDir, device: &candle_core::Device) -> Result<()> {
     use hone_core::tasks::translation::{GenerationArgs, TranslationData, TranslationDataArgs};
     use hone_core::training::TrainingData;
@@ -151,8 +151,8 @@ fn run_translation(args: &EvalArgs, dir: &ModelDir, device: &candle_core::Device
     let metrics = data.evaluate(&*model.net, None)?;
     print_metrics(args.json, &metrics, |m| {
         format!(
-            "{n} sentences: BLEU {:.2}  loss {:.4}  perplexity {:.2}",
-            m["bleu"], m["loss"], m["perplexity"]
+            "{n} sentences: BLEU {:.2}  chrF2 {:.2}  loss {:.4}  perplexity {:.2}",
+            m["bleu"], m["chrf"], m["loss"], m["perplexity"]
         )
     })
 }

@@ -5,6 +5,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use hone_core::tasks::ner::{entity_report, report_json};
 use hone_data::conll::{ConllOptions, Sentence, TagScheme};
 use hone_metrics::bleu::{Bleu, BleuConfig, Tokenize};
+use hone_metrics::chrf::{Chrf, ChrfConfig};
 use hone_metrics::seqeval::{Mode, Scheme};
 use hone_metrics::{ClassificationReport, ZeroDivision};
 
@@ -66,6 +67,34 @@ enum ScoreKind {
         #[arg(long)]
         lowercase: bool,
         /// Print sacrebleu's JSON fields (score, counts, totals, precisions, bp, ...).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Corpus chrF (or chrF++ with `--word-order 2`) of a hypothesis file against one or
+    /// more reference files, as sacrebleu computes it.
+    Chrf {
+        /// Hypotheses, one per line.
+        #[arg(long, visible_alias = "hyp")]
+        pred: PathBuf,
+        /// References, one per line, aligned with the hypotheses (repeat for several).
+        #[arg(long = "ref", required = true)]
+        refs: Vec<PathBuf>,
+        /// Character n-gram orders (sacrebleu's `--chrf-char-order`).
+        #[arg(long, default_value_t = 6)]
+        char_order: usize,
+        /// Word n-gram orders: 2 gives chrF++ (sacrebleu's `--chrf-word-order`).
+        #[arg(long, default_value_t = 0)]
+        word_order: usize,
+        /// Weight of recall against precision (sacrebleu's `--chrf-beta`).
+        #[arg(long, default_value_t = 2)]
+        beta: u32,
+        /// Compare lowercased text (sacrebleu's `-lc`).
+        #[arg(long)]
+        lowercase: bool,
+        /// Keep spaces in character n-grams (sacrebleu's `--chrf-whitespace`).
+        #[arg(long)]
+        whitespace: bool,
+        /// Print the score as JSON: `{"name": "chrF2", "score": ...}`.
         #[arg(long)]
         json: bool,
     },
@@ -280,22 +309,7 @@ pub fn run(args: ScoreArgs) -> Result<()> {
             lowercase,
             json,
         } => {
-            let hyps = hone_data::read_lines(&pred)?;
-            let streams = refs
-                .iter()
-                .map(hone_data::read_lines)
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            for (r, stream) in refs.iter().zip(&streams) {
-                if stream.len() != hyps.len() {
-                    bail!(
-                        "{} has {} lines but {} has {}",
-                        pred.display(),
-                        hyps.len(),
-                        r.display(),
-                        stream.len()
-                    )
-                }
-            }
+            let (hyps, streams) = read_hypotheses_and_references(&pred, &refs)?;
             let bleu = Bleu::new(BleuConfig {
                 tokenize,
                 lowercase,
@@ -312,5 +326,62 @@ pub fn run(args: ScoreArgs) -> Result<()> {
             }
             Ok(())
         }
+        ScoreKind::Chrf {
+            pred,
+            refs,
+            char_order,
+            word_order,
+            beta,
+            lowercase,
+            whitespace,
+            json,
+        } => {
+            let (hyps, streams) = read_hypotheses_and_references(&pred, &refs)?;
+            let chrf = Chrf::new(ChrfConfig {
+                char_order,
+                word_order,
+                beta,
+                lowercase,
+                whitespace,
+                ..ChrfConfig::default()
+            });
+            let score = chrf.corpus_score(&hyps, &streams)?;
+            match json {
+                true => println!("{}", serde_json::to_string(&score)?),
+                // sacrebleu's text line: `chrF2|<signature> = 55.07`.
+                false => println!(
+                    "{}|{} = {:.2}",
+                    score.name,
+                    chrf.signature(refs.len()),
+                    score.score
+                ),
+            }
+            Ok(())
+        }
     }
+}
+
+/// A hypothesis file and its reference streams, each a line per segment; a stream of
+/// another length names both files.
+fn read_hypotheses_and_references(
+    pred: &Path,
+    refs: &[PathBuf],
+) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+    let hyps = hone_data::read_lines(pred)?;
+    let streams = refs
+        .iter()
+        .map(hone_data::read_lines)
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    for (r, stream) in refs.iter().zip(&streams) {
+        if stream.len() != hyps.len() {
+            bail!(
+                "{} has {} lines but {} has {}",
+                pred.display(),
+                hyps.len(),
+                r.display(),
+                stream.len()
+            )
+        }
+    }
+    Ok((hyps, streams))
 }

@@ -1,5 +1,5 @@
-//! `hone score`: label files against scikit-learn's report, and corpus BLEU against
-//! sacrebleu's.
+//! `hone score`: label files against scikit-learn's report, and corpus BLEU and chrF
+//! against sacrebleu's.
 
 #[path = "../../hone-core/tests/common/mod.rs"]
 mod common;
@@ -127,6 +127,58 @@ fn score_bleu_reproduces_sacrebleu() {
     assert!(
         err.contains("hyp.txt has 5 lines") && err.contains("short.txt has 1"),
         "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn score_chrf_reproduces_sacrebleu() {
+    // sacrebleu's chrF2 and chrF2++ on German text with two references
+    // (hone-metrics/tests/data/chrf_expected.json, from scripts/chrf-expected.sh).
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../hone-metrics/tests/data/chrf_expected.json"
+    );
+    let fx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let corpus = &fx["corpora"]["german_two_refs"];
+    let dir = temp_dir("chrf");
+    let hyps = write_lines(&dir, "hyp.txt", &corpus["hypotheses"]);
+    let ref1 = write_lines(&dir, "ref1.txt", &corpus["references"][0]);
+    let ref2 = write_lines(&dir, "ref2.txt", &corpus["references"][1]);
+    let files = [
+        ("--hyp", hyps.as_path()),
+        ("--ref", ref1.as_path()),
+        ("--ref", ref2.as_path()),
+    ];
+    let want = |settings: serde_json::Value| {
+        fx["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["corpus"] == "german_two_refs" && c["settings"] == settings)
+            .unwrap()["score"]
+            .as_f64()
+            .unwrap()
+    };
+    for (args, settings) in [
+        (vec!["chrf", "--json"], serde_json::json!({})),
+        (
+            vec!["chrf", "--json", "--word-order", "2"],
+            serde_json::json!({"word_order": 2}),
+        ),
+    ] {
+        let got: serde_json::Value = serde_json::from_slice(&score(&args, &files)).unwrap();
+        let (g, w) = (got["score"].as_f64().unwrap(), want(settings));
+        assert!((g - w).abs() < 1e-9, "{args:?}: {g} vs {w}");
+    }
+    let text = String::from_utf8(score(&["chrf"], &files)).unwrap();
+    assert!(
+        text.starts_with("chrF2|nrefs:2|case:mixed|eff:yes|nc:6|nw:0|space:no|version:hone-")
+            && text
+                .trim_end()
+                .ends_with(&format!(" = {:.2}", want(serde_json::json!({})))),
+        "{text}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }

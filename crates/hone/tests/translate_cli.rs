@@ -187,6 +187,8 @@ fn translation_recipe_trains_saves_and_translates() {
     let eval = rows.iter().find(|r| r.get("eval_bleu").is_some()).unwrap();
     let bleu = eval["eval_bleu"].as_f64().unwrap();
     assert!((0.0..=100.0).contains(&bleu), "{eval}");
+    let chrf = eval["eval_chrf"].as_f64().unwrap();
+    assert!((0.0..=100.0).contains(&chrf), "{eval}");
     let ppl = eval["eval_perplexity"].as_f64().unwrap();
     let loss = eval["eval_loss"].as_f64().unwrap();
     assert!((ppl - loss.exp()).abs() < 1e-6 * ppl, "{eval}");
@@ -227,6 +229,10 @@ fn translation_recipe_trains_saves_and_translates() {
     );
     assert!(
         (report["bleu"].as_f64().unwrap() - bleu).abs() < 1e-9,
+        "{report} vs {eval}"
+    );
+    assert!(
+        (report["chrf"].as_f64().unwrap() - chrf).abs() < 1e-9,
         "{report} vs {eval}"
     );
 

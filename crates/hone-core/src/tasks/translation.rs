@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use hone_metrics::bleu::{Bleu, BleuConfig};
+use hone_metrics::chrf::Chrf;
 use serde::{Deserialize, Serialize};
 
 use super::{FinetuneTask, PeftArgs};
@@ -479,8 +480,8 @@ impl TrainingData for TranslationData {
         Ok(net.loss(&logits, &labels, self.label_smoothing)?)
     }
 
-    /// Loss and perplexity (plain cross-entropy per target token), and BLEU of the decoded
-    /// validation sentences against their references (sacrebleu's 13a).
+    /// Loss and perplexity (plain cross-entropy per target token), and BLEU (sacrebleu's 13a)
+    /// and chrF2 of the decoded validation sentences against their references.
     fn evaluate(&self, net: &Self::Net, max_batches: Option<usize>) -> Result<Metrics> {
         let (mut loss_sum, mut tokens) = (0.0, 0usize);
         let batches = self.valid.chunks(self.eval_batch_size);
@@ -496,6 +497,7 @@ impl TrainingData for TranslationData {
         let hyps = self.translate_validation(net, max_batches)?;
         let refs = vec![self.valid_references[..hyps.len()].to_vec()];
         let bleu = Bleu::new(BleuConfig::default()).corpus_score(&hyps, &refs)?;
+        let chrf = Chrf::default().corpus_score(&hyps, &refs)?;
         for (hyp, reference) in hyps.iter().zip(&refs[0]).take(3) {
             tracing::info!("sample: {hyp:?} (reference {reference:?})");
         }
@@ -506,6 +508,7 @@ impl TrainingData for TranslationData {
                 hone_metrics::perplexity::perplexity(loss),
             ),
             ("bleu".to_string(), bleu.score),
+            ("chrf".to_string(), chrf.score),
         ]))
     }
 
