@@ -516,18 +516,7 @@ impl Bleu {
         hyps: &[H],
         refs: &[Vec<R>],
     ) -> Result<BleuScore> {
-        if refs.is_empty() {
-            return Err(MetricsError::Empty("no reference stream given".into()));
-        }
-        for (k, stream) in refs.iter().enumerate() {
-            if stream.len() != hyps.len() {
-                return Err(MetricsError::LengthMismatch(format!(
-                    "reference stream {k} has {} lines but there are {} hypotheses",
-                    stream.len(),
-                    hyps.len()
-                )));
-            }
-        }
+        crate::check_reference_streams(hyps.len(), refs)?;
         let order = self.config.max_ngram_order;
         let mut sums = vec![0u64; 2 + 2 * order];
         for (i, hyp) in hyps.iter().enumerate() {

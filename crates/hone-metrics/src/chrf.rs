@@ -253,18 +253,7 @@ impl Chrf {
         hyps: &[H],
         refs: &[Vec<R>],
     ) -> Result<ChrfScore> {
-        if refs.is_empty() {
-            return Err(MetricsError::Empty("no reference stream given".into()));
-        }
-        for (k, stream) in refs.iter().enumerate() {
-            if stream.len() != hyps.len() {
-                return Err(MetricsError::LengthMismatch(format!(
-                    "reference stream {k} has {} lines but there are {} hypotheses",
-                    stream.len(),
-                    hyps.len()
-                )));
-            }
-        }
+        crate::check_reference_streams(hyps.len(), refs)?;
         let orders = self.config.char_order + self.config.word_order;
         let mut sums = vec![0u64; 3 * orders];
         for (i, hyp) in hyps.iter().enumerate() {

@@ -135,6 +135,23 @@ impl ClassMetrics {
     }
 }
 
+/// Corpus metrics take reference *streams* (`refs[k][i]` is the k-th reference of
+/// hypothesis `i`, as in sacrebleu): at least one, each as long as the hypotheses.
+pub(crate) fn check_reference_streams<R>(hyps: usize, refs: &[Vec<R>]) -> Result<()> {
+    if refs.is_empty() {
+        return Err(MetricsError::Empty("no reference stream given".into()));
+    }
+    for (k, stream) in refs.iter().enumerate() {
+        if stream.len() != hyps {
+            return Err(MetricsError::LengthMismatch(format!(
+                "reference stream {k} has {} lines but there are {hyps} hypotheses",
+                stream.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Plain mean; NaN for an empty slice (what `np.average([])` returns).
 pub(crate) fn mean(xs: &[f64]) -> f64 {
     if xs.is_empty() {
