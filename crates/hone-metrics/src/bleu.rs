@@ -11,7 +11,7 @@ pub const MAX_NGRAM_ORDER: usize = 4;
 
 /// Python's `str.isspace()`: Unicode White_Space plus the ASCII separators U+001C..U+001F,
 /// which Python treats as whitespace and Rust does not.
-fn is_py_space(c: char) -> bool {
+pub(crate) fn is_py_space(c: char) -> bool {
     c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 

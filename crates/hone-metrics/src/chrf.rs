@@ -7,12 +7,9 @@ use std::hash::Hash;
 
 use serde::Serialize;
 
-pub use crate::{MetricsError, Result};
+use crate::bleu::is_py_space;
 
-/// Python's `str.isspace()`, as in [`crate::bleu`].
-fn is_py_space(c: char) -> bool {
-    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
-}
+pub use crate::{MetricsError, Result};
 
 /// `string.punctuation`, which chrF++ splits off the ends of words.
 fn is_punct(c: char) -> bool {
