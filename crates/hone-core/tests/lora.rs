@@ -181,6 +181,53 @@ fn peft_files_round_trip_and_name_what_peft_needs() {
     std::fs::remove_dir_all(&out).unwrap();
 }
 
+/// A module saved whole (`pooler`) and trained biases (`bias = "all"`) come back from the
+/// adapter file, not from the base checkpoint, whose names lack the `bert.` prefix.
+#[test]
+fn modules_to_save_and_trained_biases_reload_from_the_adapter() {
+    let minilm = ModelDir::open(&minilm_dir()).unwrap();
+    let head = Head::SequenceClassification {
+        id2label: vec!["neg".into(), "pos".into()],
+        problem: ProblemType::SingleLabel,
+    };
+    let config = LoraConfig {
+        modules_to_save: Some(vec!["classifier".into(), "pooler".into()]),
+        bias: hone_core::model::adapter::LoraBias::All,
+        ..lora(&["query", "value"], &minilm_dir())
+    };
+    let model = Model::<dyn SequenceClassifier>::load_with_new_adapter(
+        &minilm,
+        head,
+        config,
+        &Device::Cpu,
+        5,
+    )
+    .unwrap();
+    // Move every trained tensor off its base value, as training would.
+    for (_, var) in model.params.trainable_params() {
+        let noise = (Tensor::randn(0f32, 1.0, var.shape(), &Device::Cpu).unwrap() * 0.05).unwrap();
+        var.set(&(var.as_tensor() + noise).unwrap()).unwrap();
+    }
+    let out = temp_dir("saved-modules");
+    model.save(&out).unwrap();
+    let reloaded = Model::load(&out, &Device::Cpu)
+        .unwrap()
+        .into_kind::<dyn SequenceClassifier>()
+        .unwrap();
+    let x = ids(&[&[101, 2023, 3185, 2001, 2307, 102]]);
+    let logits = |m: &Model<dyn SequenceClassifier>| {
+        m.net
+            .forward(&x, &x.zeros_like().unwrap(), &x.ones_like().unwrap())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    assert_eq!(logits(&model), logits(&reloaded));
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
 /// Copy the PEFT fixture adapter into a temp dir, with its config edited by `edit`.
 fn edited_fixture(name: &str, edit: impl Fn(&mut serde_json::Value)) -> PathBuf {
     let dir = temp_dir(name);

@@ -357,6 +357,10 @@ fn check_adapter_fits(params: &ParamStore, lora: &LoraConfig, arch: &ArchConfig)
     if let Some(stray) = params
         .unused_checkpoint_tensors()
         .into_iter()
+        // A module saved whole shadows the base checkpoint's copy, which a base saved
+        // without the architecture's prefix (`pooler.dense.bias` for `bert.pooler...`)
+        // leaves unused: that copy is not the adapter's.
+        .filter(|n| params.get(&format!("{}{n}", arch.base_prefix())).is_none())
         .find(|n| is_adapter_param(n) || params.is_trainable(n))
     {
         bail!(
