@@ -15,9 +15,11 @@
 //! - [`runtime`]: devices and the process-wide set-up a program does once;
 //! - [`io`]: atomic writes and file helpers.
 
+pub mod export;
 pub mod inference;
 pub mod io;
 pub mod model;
+pub mod onnx;
 pub mod ops;
 pub mod recipe;
 pub mod runtime;

@@ -6,6 +6,7 @@ mod bench;
 mod callbacks;
 mod embed;
 mod eval;
+mod export;
 mod finetune;
 mod generate;
 mod info;
@@ -59,6 +60,8 @@ enum Command {
     Translate(translate::TranslateArgs),
     /// Fold a LoRA adapter into its base: a plain Hugging Face model directory.
     Merge(merge::MergeArgs),
+    /// Export a model to another runtime's format (ONNX).
+    Export(export::ExportArgs),
     /// Train or inspect tokenizers.
     #[command(subcommand)]
     Tokenizer(tokenizer::TokenizerCommand),
@@ -108,6 +111,7 @@ fn run() -> anyhow::Result<()> {
         Command::Generate(a) => generate::run(a),
         Command::Translate(a) => translate::run(a),
         Command::Merge(a) => merge::run(a),
+        Command::Export(a) => export::run(a),
         Command::Tokenizer(c) => tokenizer::run(c),
     }
 }

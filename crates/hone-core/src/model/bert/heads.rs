@@ -8,6 +8,7 @@ use crate::model::heads::{
     EncoderOutput, MaskedLm, PreTrainingOutput, ProblemType, SequenceClassifier, TokenClassifier,
 };
 use crate::model::layers::{Activation, Dropout, LayerNorm, Linear, ModelMode};
+use crate::onnx::{self, Axis};
 use crate::ops::{cross_entropy, CrossEntropyOptions};
 
 /// `BertForSequenceClassification`: pooler output -> dropout -> linear.
@@ -68,6 +69,16 @@ impl SequenceClassifier for BertForSequenceClassification {
     fn problem(&self) -> ProblemType {
         self.problem
     }
+
+    /// `logits` `[B, num_labels]`.
+    fn onnx(&self, g: &mut onnx::Graph) -> Result<()> {
+        let (_, pooled) = self.bert.onnx(g)?;
+        let pooled = pooled.expect("built with a pooler");
+        let logits = self.classifier.onnx(g, &pooled)?;
+        let labels = self.classifier.weight().dim(0)?;
+        g.output("logits", &logits, &[Axis::Batch, Axis::Fixed(labels)]);
+        Ok(())
+    }
 }
 
 /// `BertForTokenClassification`: sequence output -> dropout -> linear, per token.
@@ -102,6 +113,19 @@ impl TokenClassifier for BertForTokenClassification {
         let out = self.bert.forward(ids, type_ids, mask)?;
         self.classifier
             .forward(&self.dropout.forward(&out.sequence)?)
+    }
+
+    /// `logits` `[B, T, num_labels]`.
+    fn onnx(&self, g: &mut onnx::Graph) -> Result<()> {
+        let (sequence, _) = self.bert.onnx(g)?;
+        let logits = self.classifier.onnx(g, &sequence)?;
+        let labels = self.classifier.weight().dim(0)?;
+        g.output(
+            "logits",
+            &logits,
+            &[Axis::Batch, Axis::Sequence, Axis::Fixed(labels)],
+        );
+        Ok(())
     }
 }
 

@@ -20,9 +20,11 @@ use super::config::{Architecture, ModelType};
 use super::heads::registry::Build;
 use super::heads::{Encoder, EncoderOutput, Head, Net};
 use super::layers::{
-    padding_mask, position_ids, Activation, Dropout, Embedding, FeedForward, LayerNorm, Linear,
-    ModelMode, MultiHeadAttention, QkvLayout, ResidualOrder, TransformerBlock,
+    onnx_padding_mask, onnx_position_ids, padding_mask, position_ids, Activation, Dropout,
+    Embedding, FeedForward, LayerNorm, Linear, ModelMode, MultiHeadAttention, QkvLayout,
+    ResidualOrder, TransformerBlock,
 };
+use crate::onnx::{self, Axis, TokenInput};
 
 /// BERT-family encoder hyper-parameters (`model_type = "bert"`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -175,6 +177,23 @@ impl BertEmbeddings {
             + self.position.forward(&positions)?;
         self.dropout.forward(&self.norm.forward(&x?)?)
     }
+
+    fn onnx(
+        &self,
+        g: &mut onnx::Graph,
+        input_ids: &onnx::Value,
+        token_type_ids: &onnx::Value,
+    ) -> Result<onnx::Value> {
+        let positions = onnx_position_ids(g, input_ids);
+        let (word, token_type) = (
+            self.word.onnx(g, input_ids)?,
+            self.token_type.onnx(g, token_type_ids)?,
+        );
+        let position = self.position.onnx(g, &positions)?;
+        let x = g.add(&word, &token_type);
+        let x = g.add(&x, &position);
+        self.norm.onnx(g, &x)
+    }
 }
 
 /// Where layer `i` of the encoder lives, under the `bert` prefix.
@@ -288,6 +307,30 @@ impl BertModel {
             pooled,
         })
     }
+
+    /// The ONNX twin of [`BertModel::forward`] on the graph's three token inputs: the
+    /// final hidden states `[B, T, H]` and the pooled `[CLS]` `[B, H]` when the model has a
+    /// pooler.
+    pub fn onnx(&self, g: &mut onnx::Graph) -> Result<(onnx::Value, Option<onnx::Value>)> {
+        let input_ids = g.token_input(TokenInput::InputIds);
+        let attention_mask = g.token_input(TokenInput::AttentionMask);
+        let token_type_ids = g.token_input(TokenInput::TokenTypeIds);
+        let mask = onnx_padding_mask(g, &attention_mask)?;
+        let mut x = self.embeddings.onnx(g, &input_ids, &token_type_ids)?;
+        for layer in &self.layers {
+            x = layer.onnx(g, &x, &mask)?;
+        }
+        let pooled = match &self.pooler {
+            Some(p) => {
+                let first = g.int(0);
+                let cls = g.gather(&x, &first, 1);
+                let h = p.onnx(g, &cls)?;
+                Some(g.tanh(&h))
+            }
+            None => None,
+        };
+        Ok((x, pooled))
+    }
 }
 
 impl Encoder for BertModel {
@@ -298,6 +341,21 @@ impl Encoder for BertModel {
         attention_mask: &Tensor,
     ) -> Result<EncoderOutput> {
         self.forward(input_ids, token_type_ids, attention_mask)
+    }
+
+    /// `last_hidden_state` `[B, T, H]`, Optimum's feature-extraction output.
+    fn onnx(&self, g: &mut onnx::Graph) -> Result<()> {
+        let (sequence, _) = BertModel::onnx(self, g)?;
+        g.output(
+            "last_hidden_state",
+            &sequence,
+            &[
+                Axis::Batch,
+                Axis::Sequence,
+                Axis::Fixed(self.config.hidden_size),
+            ],
+        );
+        Ok(())
     }
 }
 

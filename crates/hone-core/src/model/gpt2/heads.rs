@@ -6,7 +6,8 @@ use candle_nn::VarBuilder;
 use super::{Gpt2Config, Gpt2Model};
 use crate::model::config::Architecture;
 use crate::model::heads::{CausalLm, ProblemType, SequenceClassifier};
-use crate::model::layers::{KvCache, Linear, ModelMode};
+use crate::model::layers::{onnx_position_ids, KvCache, Linear, ModelMode};
+use crate::onnx::{self, Axis, TokenInput};
 
 /// `GPT2LMHeadModel`: the stack, then logits through an LM head tied to the token
 /// embedding; `vb` is the model root (names start with `transformer.`).
@@ -50,6 +51,19 @@ impl CausalLm for Gpt2LmHeadModel {
 
     fn device(&self) -> &candle_core::Device {
         self.transformer.wte().device()
+    }
+
+    /// `logits` `[B, T, vocab]`, without past key values.
+    fn onnx(&self, g: &mut onnx::Graph) -> Result<()> {
+        let h = self.transformer.onnx(g)?;
+        let logits = self.lm_head.onnx(g, &h)?;
+        let vocab = self.transformer.config.vocab_size;
+        g.output(
+            "logits",
+            &logits,
+            &[Axis::Batch, Axis::Sequence, Axis::Fixed(vocab)],
+        );
+        Ok(())
     }
 }
 
@@ -120,5 +134,39 @@ impl SequenceClassifier for Gpt2ForSequenceClassification {
 
     fn problem(&self) -> ProblemType {
         self.problem
+    }
+
+    /// `logits` `[B, num_labels]` at each row's last non-pad token, as
+    /// [`Gpt2ForSequenceClassification::last_token_rows`] picks it.
+    fn onnx(&self, g: &mut onnx::Graph) -> Result<()> {
+        let h = self.transformer.onnx(g)?;
+        let input_ids = g.token_input(TokenInput::InputIds);
+        let rows = match self.transformer.config.pad_token_id {
+            Some(pad) => {
+                // [B]: max over t of t * [id_t != pad], the rightmost real token.
+                let positions = onnx_position_ids(g, &input_ids);
+                let pad = g.int(pad as i64);
+                let is_pad = g.equal(&input_ids, &pad);
+                let real = g.not(&is_pad);
+                let real = g.cast_int(&real);
+                let t = g.mul(&real, &positions);
+                let last = g.reduce_max(&t, 1);
+                // One-hot [B, 1, T] over positions, times h [B, T, D]: the rows [B, D].
+                let last = g.unsqueeze(&last, &[1, 2]);
+                let pick = g.equal(&positions, &last);
+                let pick = g.cast_float(&pick);
+                let rows = g.matmul(&pick, &h);
+                g.reshape(&rows, &[0, -1])
+            }
+            // Without a pad id, the last position.
+            None => {
+                let last = g.int(-1);
+                g.gather(&h, &last, 1)
+            }
+        };
+        let logits = self.score.onnx(g, &rows)?;
+        let labels = self.score.weight().dim(0)?;
+        g.output("logits", &logits, &[Axis::Batch, Axis::Fixed(labels)]);
+        Ok(())
     }
 }

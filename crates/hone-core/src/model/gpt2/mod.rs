@@ -18,9 +18,11 @@ use super::config::{Architecture, ModelType};
 use super::heads::registry::Build;
 use super::heads::{Head, Net};
 use super::layers::{
-    causal_mask, padding_mask, position_ids, Activation, Dropout, Embedding, FeedForward, KvCache,
-    LayerNorm, Linear, ModelMode, MultiHeadAttention, QkvLayout, ResidualOrder, TransformerBlock,
+    causal_mask, onnx_causal_mask, onnx_padding_mask, onnx_position_ids, padding_mask,
+    position_ids, Activation, Dropout, Embedding, FeedForward, KvCache, LayerNorm, Linear,
+    ModelMode, MultiHeadAttention, QkvLayout, ResidualOrder, TransformerBlock,
 };
+use crate::onnx::{self, TokenInput};
 
 /// GPT-2 decoder hyper-parameters (`model_type = "gpt2"`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -234,6 +236,25 @@ impl Gpt2Model {
             x = block.forward(&x, Some(&mask), None, layer_cache)?;
         }
         self.ln_f.forward(&x)
+    }
+
+    /// The ONNX twin of [`Gpt2Model::forward`] without a cache, on the graph's
+    /// `input_ids` and `attention_mask`: final hidden states `[B, T, D]`.
+    pub fn onnx(&self, g: &mut onnx::Graph) -> Result<onnx::Value> {
+        let input_ids = g.token_input(TokenInput::InputIds);
+        let attention_mask = g.token_input(TokenInput::AttentionMask);
+        let positions = onnx_position_ids(g, &input_ids);
+        let (tokens, positions_emb) =
+            (self.wte.onnx(g, &input_ids)?, self.wpe.onnx(g, &positions)?);
+        let mut x = g.add(&tokens, &positions_emb);
+        // [T, T] + [B, 1, 1, T] -> [B, 1, T, T]
+        let causal = onnx_causal_mask(g, &positions)?;
+        let padding = onnx_padding_mask(g, &attention_mask)?;
+        let mask = g.add(&causal, &padding);
+        for block in &self.blocks {
+            x = block.onnx(g, &x, &mask)?;
+        }
+        self.ln_f.onnx(g, &x)
     }
 }
 

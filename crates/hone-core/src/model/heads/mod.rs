@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{Architecture, ModelConfig};
 use super::layers::KvCache;
+use crate::onnx;
 use crate::ops::{binary_cross_entropy_with_logits, cross_entropy, mse_loss, CrossEntropyOptions};
 
 /// What a sequence-classification head's loss is (Hugging Face's `problem_type`).
@@ -153,6 +154,13 @@ pub struct PreTrainingOutput {
 
 /// A base model read as an encoder: hidden states per token (embeddings).
 pub trait Encoder: Send + Sync {
+    /// Adds this network to an ONNX graph: its token inputs and its outputs, named as
+    /// Optimum names them. Networks without an exporter say so.
+    fn onnx(&self, _g: &mut onnx::Graph) -> Result<()> {
+        // A plain message: `bail!` would attach a backtrace under RUST_BACKTRACE.
+        Err(candle_core::Error::Msg("has no ONNX exporter yet".into()))
+    }
+
     fn encode(
         &self,
         input_ids: &Tensor,
@@ -163,6 +171,13 @@ pub trait Encoder: Send + Sync {
 
 /// One label (or value) per sequence.
 pub trait SequenceClassifier: Send + Sync {
+    /// Adds this network to an ONNX graph: its token inputs and its outputs, named as
+    /// Optimum names them. Networks without an exporter say so.
+    fn onnx(&self, _g: &mut onnx::Graph) -> Result<()> {
+        // A plain message: `bail!` would attach a backtrace under RUST_BACKTRACE.
+        Err(candle_core::Error::Msg("has no ONNX exporter yet".into()))
+    }
+
     /// Logits `[B, num_labels]` (`[B, 1]` for regression).
     fn forward(
         &self,
@@ -186,6 +201,13 @@ pub trait SequenceClassifier: Send + Sync {
 
 /// One label per token.
 pub trait TokenClassifier: Send + Sync {
+    /// Adds this network to an ONNX graph: its token inputs and its outputs, named as
+    /// Optimum names them. Networks without an exporter say so.
+    fn onnx(&self, _g: &mut onnx::Graph) -> Result<()> {
+        // A plain message: `bail!` would attach a backtrace under RUST_BACKTRACE.
+        Err(candle_core::Error::Msg("has no ONNX exporter yet".into()))
+    }
+
     /// Logits `[B, T, num_labels]`.
     fn forward(
         &self,
@@ -208,6 +230,13 @@ pub trait TokenClassifier: Send + Sync {
 
 /// Masked language modelling, with next-sentence prediction when the model has it.
 pub trait MaskedLm: Send + Sync {
+    /// Adds this network to an ONNX graph: its token inputs and its outputs, named as
+    /// Optimum names them. Networks without an exporter say so.
+    fn onnx(&self, _g: &mut onnx::Graph) -> Result<()> {
+        // A plain message: `bail!` would attach a backtrace under RUST_BACKTRACE.
+        Err(candle_core::Error::Msg("has no ONNX exporter yet".into()))
+    }
+
     fn forward(
         &self,
         input_ids: &Tensor,
@@ -267,6 +296,13 @@ pub fn masked_rows(labels: &[i64]) -> (Vec<u32>, Vec<i64>) {
 
 /// Next-token prediction, with a KV cache for decoding.
 pub trait CausalLm: Send + Sync {
+    /// Adds this network to an ONNX graph: its token inputs and its outputs, named as
+    /// Optimum names them. Networks without an exporter say so.
+    fn onnx(&self, _g: &mut onnx::Graph) -> Result<()> {
+        // A plain message: `bail!` would attach a backtrace under RUST_BACKTRACE.
+        Err(candle_core::Error::Msg("has no ONNX exporter yet".into()))
+    }
+
     /// Logits `[B, T, vocab]` for `input_ids` `[B, T]`. With a cache, the ids are the new
     /// positions only and the cache grows by T.
     fn forward(
@@ -317,6 +353,13 @@ pub struct Seq2SeqTokens {
 /// it while predicting the target. Source inputs are `[B, S]` ids with a `[B, S]` mask
 /// (1 token, 0 padding).
 pub trait Seq2SeqLm: Send + Sync {
+    /// Adds this network to an ONNX graph: its token inputs and its outputs, named as
+    /// Optimum names them. Networks without an exporter say so.
+    fn onnx(&self, _g: &mut onnx::Graph) -> Result<()> {
+        // A plain message: `bail!` would attach a backtrace under RUST_BACKTRACE.
+        Err(candle_core::Error::Msg("has no ONNX exporter yet".into()))
+    }
+
     /// Encoder states `[B, S, D]`.
     fn encode(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor>;
 

@@ -1,6 +1,7 @@
 use candle_core::{DType, Device, Result, Tensor};
 
 use super::{Dropout, Linear, ModelMode};
+use crate::onnx;
 use crate::ops::{self, KvCache, Qkv};
 
 /// Added to the scores of positions that must not be attended to. Large enough that its
@@ -21,6 +22,35 @@ pub fn causal_mask(tq: usize, tk: usize, offset: usize, device: &Device) -> Resu
         .flat_map(|i| (0..tk).map(move |j| if j > offset + i { MASK_VALUE } else { 0.0 }))
         .collect();
     Tensor::from_vec(mask, (1, 1, tq, tk), device)
+}
+
+/// [`MASK_VALUE`] as a graph constant; in half precision, the lowest finite f16 instead.
+fn onnx_mask_value(g: &mut onnx::Graph) -> Result<onnx::Value> {
+    let value = match g.float_type() {
+        onnx::ElemType::F16 => half::f16::MIN.to_f32(),
+        _ => MASK_VALUE,
+    };
+    g.constant(&[value], &[])
+}
+
+/// The ONNX twin of [`padding_mask`]: int64 `attention_mask [B, T]` -> additive
+/// `[B, 1, 1, T]` in the graph's float type.
+pub fn onnx_padding_mask(g: &mut onnx::Graph, attention_mask: &onnx::Value) -> Result<onnx::Value> {
+    let keep = g.cast_float(attention_mask);
+    let (one, big) = (g.constant(&[1.0], &[])?, onnx_mask_value(g)?);
+    let drop = g.sub(&one, &keep);
+    let mask = g.mul(&drop, &big);
+    Ok(g.unsqueeze(&mask, &[1, 2]))
+}
+
+/// The ONNX twin of [`causal_mask`] without a cache: additive `[T, T]` for `positions`
+/// `[T]` (int64), the mask value where a key comes after its query.
+pub fn onnx_causal_mask(g: &mut onnx::Graph, positions: &onnx::Value) -> Result<onnx::Value> {
+    let queries = g.unsqueeze(positions, &[1]);
+    let keys = g.unsqueeze(positions, &[0]);
+    let future = g.greater(&keys, &queries);
+    let (big, zero) = (onnx_mask_value(g)?, g.constant(&[0.0], &[])?);
+    Ok(g.where_(&future, &big, &zero))
 }
 
 /// How the query/key/value projections are stored.
@@ -94,5 +124,50 @@ impl MultiHeadAttention {
             self.mode.autocast(),
         )?;
         self.out.forward(&y)
+    }
+
+    /// The ONNX twin of [`MultiHeadAttention::forward`] for self-attention at inference:
+    /// `x [B, T, H]`, `mask` additive, broadcasting to `[B, heads, T, T]`.
+    pub fn onnx(
+        &self,
+        g: &mut onnx::Graph,
+        x: &onnx::Value,
+        mask: &onnx::Value,
+    ) -> Result<onnx::Value> {
+        let heads = self.n_heads as i64;
+        // [B, T, H] -> [B, heads, T, D]
+        let split = |g: &mut onnx::Graph, t: &onnx::Value| {
+            let t = g.reshape(t, &[0, 0, heads, -1]);
+            g.transpose(&t, &[0, 2, 1, 3])
+        };
+        let (q, k, v) = match &self.qkv {
+            QkvLayout::Separate { q, k, v } => {
+                let (q, k, v) = (q.onnx(g, x)?, k.onnx(g, x)?, v.onnx(g, x)?);
+                (split(g, &q), split(g, &k), split(g, &v))
+            }
+            QkvLayout::Fused(qkv) => {
+                // [B, T, 3H] -> [3, B, heads, T, D], then q, k, v by index.
+                let packed = qkv.onnx(g, x)?;
+                let packed = g.reshape(&packed, &[0, 0, 3, heads, -1]);
+                let packed = g.transpose(&packed, &[2, 0, 3, 1, 4]);
+                let mut pick = |i| {
+                    let i = g.int(i);
+                    g.gather(&packed, &i, 0)
+                };
+                (pick(0), pick(1), pick(2))
+            }
+        };
+        let head_dim = self.out.weight().dim(0)? / self.n_heads;
+        let scale = g.constant(&[1.0 / (head_dim as f32).sqrt()], &[])?;
+        let k_t = g.transpose(&k, &[0, 1, 3, 2]);
+        let scores = g.matmul(&q, &k_t);
+        let scores = g.mul(&scores, &scale);
+        let scores = g.add(&scores, mask);
+        let p = g.softmax(&scores, -1);
+        let y = g.matmul(&p, &v);
+        // [B, heads, T, D] -> [B, T, H]
+        let y = g.transpose(&y, &[0, 2, 1, 3]);
+        let y = g.reshape(&y, &[0, 0, -1]);
+        self.out.onnx(g, &y)
     }
 }

@@ -1,6 +1,7 @@
 use candle_core::{Result, Tensor};
 
 use super::{Dropout, FeedForward, KvCache, LayerNorm, MultiHeadAttention};
+use crate::onnx;
 
 /// Where LayerNorm sits relative to each residual connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,5 +57,44 @@ impl TransformerBlock {
             (None, _) => x,
         };
         self.residual(&x, &self.ffn_norm, |h| self.ffn.forward(h))
+    }
+
+    /// The ONNX twin of [`TransformerBlock::forward`] for an encoder or decoder-only block
+    /// (no cross-attention, no cache).
+    pub fn onnx(
+        &self,
+        g: &mut onnx::Graph,
+        x: &onnx::Value,
+        mask: &onnx::Value,
+    ) -> Result<onnx::Value> {
+        if self.cross_attn.is_some() {
+            let msg = "ONNX export of a block with cross-attention is not supported";
+            return Err(candle_core::Error::Msg(msg.into()));
+        }
+        let x = self.onnx_residual(g, x, &self.self_attn_norm, |g, h| {
+            self.self_attn.onnx(g, h, mask)
+        })?;
+        self.onnx_residual(g, &x, &self.ffn_norm, |g, h| self.ffn.onnx(g, h))
+    }
+
+    fn onnx_residual(
+        &self,
+        g: &mut onnx::Graph,
+        x: &onnx::Value,
+        norm: &LayerNorm,
+        f: impl FnOnce(&mut onnx::Graph, &onnx::Value) -> Result<onnx::Value>,
+    ) -> Result<onnx::Value> {
+        match self.order {
+            ResidualOrder::PreLn => {
+                let h = norm.onnx(g, x)?;
+                let h = f(g, &h)?;
+                Ok(g.add(x, &h))
+            }
+            ResidualOrder::PostLn => {
+                let h = f(g, x)?;
+                let h = g.add(x, &h);
+                norm.onnx(g, &h)
+            }
+        }
     }
 }

@@ -1,3 +1,4 @@
+use crate::onnx;
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -51,6 +52,22 @@ impl Embedding {
         };
         rows.reshape(out_dims)
     }
+
+    /// The ONNX twin of [`Embedding::forward`]: int64 `ids` -> `[..., dim]`.
+    pub fn onnx(&self, g: &mut onnx::Graph, ids: &onnx::Value) -> Result<onnx::Value> {
+        let table = g.weight("embedding", &self.weight)?;
+        Ok(g.gather(&table, ids, 0))
+    }
+}
+
+/// The ONNX twin of [`position_ids`] from 0: `[0, T)` (int64 `[T]`) for `ids [B, T]`,
+/// which broadcasts over the batch.
+pub fn onnx_position_ids(g: &mut onnx::Graph, ids: &onnx::Value) -> onnx::Value {
+    let shape = g.shape(ids);
+    let one = g.int(1);
+    let t = g.gather(&shape, &one, 0);
+    let zero = g.int(0);
+    g.range(&zero, &t, &one)
 }
 
 /// The fixed encoding of Vaswani et al.: PE(pos, 2i) = sin(pos / 10000^(2i/d)),

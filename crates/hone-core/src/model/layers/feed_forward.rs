@@ -2,6 +2,7 @@ use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::{Dropout, Linear};
+use crate::onnx;
 
 /// The FFN non-linearity, named as in Hugging Face configs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +34,42 @@ impl Activation {
             Activation::Swish => crate::ops::silu(x),
         }
     }
+
+    /// The ONNX twin of [`Activation::forward`], from standard operators (Erf and Tanh,
+    /// not opset 20's Gelu, so that opset 17 readers take it).
+    pub fn onnx(&self, g: &mut onnx::Graph, x: &onnx::Value) -> Result<onnx::Value> {
+        let half = g.constant(&[0.5], &[])?;
+        let one = g.constant(&[1.0], &[])?;
+        Ok(match self {
+            // x/2 (1 + erf(x / sqrt 2))
+            Activation::Gelu => {
+                let sqrt2 = g.constant(&[std::f32::consts::SQRT_2], &[])?;
+                let e = g.div(x, &sqrt2);
+                let e = g.erf(&e);
+                let e = g.add(&e, &one);
+                let y = g.mul(x, &e);
+                g.mul(&y, &half)
+            }
+            // x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+            Activation::GeluTanh => {
+                let (three, c) = (g.constant(&[3.0], &[])?, g.constant(&[0.044715], &[])?);
+                let k = g.constant(&[(2.0 / std::f32::consts::PI).sqrt()], &[])?;
+                let x3 = g.pow(x, &three);
+                let x3 = g.mul(&x3, &c);
+                let inner = g.add(x, &x3);
+                let inner = g.mul(&inner, &k);
+                let t = g.tanh(&inner);
+                let t = g.add(&t, &one);
+                let y = g.mul(x, &t);
+                g.mul(&y, &half)
+            }
+            Activation::Relu => g.relu(x),
+            Activation::Swish => {
+                let s = g.sigmoid(x);
+                g.mul(x, &s)
+            }
+        })
+    }
 }
 
 /// Position-wise feed-forward network: `down(dropout?(act(up(x))))`.
@@ -62,6 +99,13 @@ impl FeedForward {
             None => h,
         };
         self.down.forward(&h)
+    }
+
+    /// The ONNX twin of [`FeedForward::forward`] (no dropout).
+    pub fn onnx(&self, g: &mut onnx::Graph, x: &onnx::Value) -> Result<onnx::Value> {
+        let h = self.up.onnx(g, x)?;
+        let h = self.act.onnx(g, &h)?;
+        self.down.onnx(g, &h)
     }
 }
 

@@ -2,6 +2,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use super::{Dropout, ModelMode};
+use crate::onnx;
 
 /// `y = x W^T + b`, its product in the model's autocast dtype, plus a LoRA adapter's
 /// `(alpha / r) B A dropout(x)` when the model gives this layer one. Hugging Face's GPT-2
@@ -138,6 +139,33 @@ impl Linear {
                 let h = crate::ops::linear(&h, &(&lora.b * lora.scale)?, None, false, autocast)?;
                 y + h
             }
+        }
+    }
+
+    /// The ONNX twin of [`Linear::forward`] at inference (no dropout): `x [..., in]` ->
+    /// `[..., out]`, with a LoRA adapter folded into the weight.
+    pub fn onnx(&self, g: &mut onnx::Graph, x: &onnx::Value) -> Result<onnx::Value> {
+        let w = g.weight("weight", &self.weight_in_out()?)?;
+        let y = g.matmul(x, &w);
+        match &self.bias {
+            Some(b) => {
+                let b = g.weight("bias", b)?;
+                Ok(g.add(&y, &b))
+            }
+            None => Ok(y),
+        }
+    }
+
+    /// `W^T [in, out]` plus the adapter's `(alpha / r) (B A)^T`, as a merge writes it.
+    fn weight_in_out(&self) -> Result<Tensor> {
+        let w = if self.stored_transposed {
+            self.weight.clone()
+        } else {
+            self.weight.t()?
+        };
+        match &self.lora {
+            None => Ok(w),
+            Some(lora) => w + (lora.b.matmul(&lora.a)? * lora.scale)?.t()?,
         }
     }
 }

@@ -9,11 +9,13 @@ mod linear;
 mod mode;
 mod norm;
 
-pub use attention::{causal_mask, padding_mask, MultiHeadAttention, QkvLayout};
+pub use attention::{
+    causal_mask, onnx_causal_mask, onnx_padding_mask, padding_mask, MultiHeadAttention, QkvLayout,
+};
 pub use block::{ResidualOrder, TransformerBlock};
 pub use dropout::Dropout;
 pub use embedding::{
-    position_ids, sinusoidal_table, sinusoidal_table_halves, Embedding,
+    onnx_position_ids, position_ids, sinusoidal_table, sinusoidal_table_halves, Embedding,
     SinusoidalPositionalEncoding,
 };
 pub use feed_forward::{Activation, FeedForward};

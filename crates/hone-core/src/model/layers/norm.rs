@@ -1,6 +1,8 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
+use crate::onnx;
+
 /// LayerNorm over the last dimension, differentiable in all its inputs (see [`crate::ops`]).
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
@@ -18,5 +20,14 @@ impl LayerNorm {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         crate::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
+    }
+
+    /// The ONNX twin of [`LayerNorm::forward`].
+    pub fn onnx(&self, g: &mut onnx::Graph, x: &onnx::Value) -> Result<onnx::Value> {
+        let (w, b) = (
+            g.weight("ln_weight", &self.weight)?,
+            g.weight("ln_bias", &self.bias)?,
+        );
+        Ok(g.layer_norm(x, &w, &b, self.eps))
     }
 }
