@@ -3,28 +3,35 @@
 //! `metrics.jsonl`. The loop is a handful of named steps (micro-step, update, log,
 //! evaluate, checkpoint); progress bars, plots and anything else a program wants to see
 //! are [`TrainerCallback`]s it installs.
+//!
+//! Here: the loop and its steps. Beside it: `batches.rs` (which examples form each
+//! micro-batch), `checkpoints.rs` (the output directory, checkpoints, resume, the best
+//! model at the end) and `callback.rs` (the state, records and callbacks it reports to).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
 use super::args::{EvalStrategy, TrainingArguments};
 use super::log::MetricsLog;
 use super::optim::{
     clip_grad_norm, first_non_finite_grad, global_grad_norm, select_params, AdamW, AdamWConfig,
-    DecayRule, GradAccumulator, Optimizer, OptimizerKind, OptimizerState, Sgd, SgdConfig,
+    DecayRule, GradAccumulator, Optimizer, OptimizerKind, Sgd, SgdConfig,
 };
 use super::precision::{GradScaler, Precision};
 use super::schedule::LrSchedule;
 use crate::model::layers::AutocastScope;
 use crate::model::Model;
+
+mod batches;
+mod callback;
+mod checkpoints;
+
+pub use callback::{LogRecord, TrainOutput, TrainerCallback, TrainerState, UpdateStats};
+pub use checkpoints::{latest_checkpoint, list_checkpoints};
 
 /// Evaluation metrics by name (`loss`, `accuracy`, ...).
 pub type Metrics = BTreeMap<String, f64>;
@@ -50,99 +57,6 @@ pub trait TrainingData {
 
     /// Write what a model directory needs besides config and weights (the tokenizer).
     fn save_extras(&self, dir: &Path) -> Result<()>;
-}
-
-/// Where a run stands; saved with every checkpoint so a resumed run continues exactly.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct TrainerState {
-    pub global_step: usize,
-    pub epoch: usize,
-    /// The next micro-batch of `epoch` to run.
-    pub batch_in_epoch: usize,
-    pub best_metric: Option<f64>,
-    pub best_checkpoint: Option<PathBuf>,
-    /// Evaluations since the best one.
-    pub evals_without_improvement: usize,
-    /// The dropout random stream: seed, stream, word position.
-    pub rng_seed: [u8; 32],
-    pub rng_stream: u64,
-    pub rng_word_pos: String,
-    /// Losses since the last log line (so logged averages survive a resume).
-    pub loss_since_log: f64,
-    pub steps_since_log: usize,
-    pub done: bool,
-    /// fp16's loss scaler (absent in fp32 and bf16 runs).
-    #[serde(default)]
-    pub grad_scaler: Option<GradScaler>,
-}
-
-/// One optimizer update, as [`Trainer::update`] made it.
-#[derive(Debug, Clone, Copy)]
-pub struct UpdateStats {
-    /// The update's number (1 for the first).
-    pub step: usize,
-    pub learning_rate: f64,
-    /// The global gradient norm before clipping.
-    pub grad_norm: f64,
-    /// False when fp16 gradients overflowed and the update was skipped.
-    pub applied: bool,
-}
-
-/// A line of `metrics.jsonl`: the mean training loss since the last one, and where the
-/// run stands.
-#[derive(Debug, Clone, Serialize)]
-pub struct LogRecord {
-    pub step: usize,
-    pub epoch: f64,
-    pub loss: f64,
-    pub learning_rate: f64,
-    pub grad_norm: f64,
-    /// Training throughput of this process so far (not logged to the file).
-    #[serde(skip)]
-    pub examples_per_second: f64,
-}
-
-/// Hooks into a run, as Hugging Face's `TrainerCallback`: a progress bar, a plot, a
-/// server's status page. Every hook defaults to doing nothing; an error stops the run
-/// (checkpoints already written are kept).
-pub trait TrainerCallback {
-    /// Before the first update of this process (`state` is the resumed one, if any).
-    fn on_train_begin(&mut self, _state: &TrainerState, _total_updates: usize) -> Result<()> {
-        Ok(())
-    }
-    /// After every optimizer update.
-    fn on_step_end(&mut self, _state: &TrainerState, _update: &UpdateStats) -> Result<()> {
-        Ok(())
-    }
-    /// After a line was appended to `metrics.jsonl`.
-    fn on_log(&mut self, _state: &TrainerState, _record: &LogRecord) -> Result<()> {
-        Ok(())
-    }
-    /// After an evaluation (metrics without the `eval_` prefix) and its checkpoint.
-    fn on_evaluate(&mut self, _state: &TrainerState, _metrics: &Metrics) -> Result<()> {
-        Ok(())
-    }
-    /// After a checkpoint directory was written.
-    fn on_save(&mut self, _state: &TrainerState, _checkpoint: &Path) -> Result<()> {
-        Ok(())
-    }
-    /// When the run ends, finished or interrupted.
-    fn on_train_end(&mut self, _state: &TrainerState, _output: &TrainOutput) -> Result<()> {
-        Ok(())
-    }
-}
-
-/// The outcome of [`Trainer::train`].
-#[derive(Debug, Clone)]
-pub struct TrainOutput {
-    pub global_step: usize,
-    /// The last evaluation's metrics (eval_ prefixed).
-    pub last_eval: Metrics,
-    pub best_metric: Option<f64>,
-    /// Whether the run stopped early (patience) or was interrupted on purpose.
-    pub stopped_early: bool,
-    pub interrupted: bool,
-    pub train_seconds: f64,
 }
 
 /// A run in progress: the optimizer, the schedule, gradients accumulated since the last
@@ -184,82 +98,6 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
     /// Install a callback; they run in the order added.
     pub fn add_callback(&mut self, callback: impl TrainerCallback + 'a) {
         self.callbacks.push(Box::new(callback));
-    }
-
-    fn micro_batches_per_epoch(&self) -> usize {
-        match self.args.max_tokens_per_batch {
-            Some(budget) => self.token_batches(budget).len(),
-            None => self
-                .data
-                .num_train_examples()
-                .div_ceil(self.args.per_device_train_batch_size.max(1)),
-        }
-    }
-
-    /// Batches of at most `budget` padded tokens over examples sorted by length (ties by
-    /// index, so the batches are the same every epoch and on resume).
-    fn token_batches(&self, budget: usize) -> Vec<Vec<usize>> {
-        let mut order: Vec<usize> = (0..self.data.num_train_examples()).collect();
-        order.sort_by_key(|&i| (self.data.train_example_length(i), i));
-        let mut batches: Vec<Vec<usize>> = Vec::new();
-        let mut batch: Vec<usize> = Vec::new();
-        for i in order {
-            // Sorted ascending: the newest example is the batch's longest.
-            let len = self.data.train_example_length(i).max(1);
-            if !batch.is_empty() && (batch.len() + 1) * len > budget {
-                batches.push(std::mem::take(&mut batch));
-            }
-            batch.push(i);
-        }
-        if !batch.is_empty() {
-            batches.push(batch);
-        }
-        batches
-    }
-
-    /// Optimizer updates per epoch (a partial accumulation at the end of an epoch still
-    /// makes an update, as in Hugging Face).
-    fn updates_per_epoch(&self) -> usize {
-        self.micro_batches_per_epoch()
-            .div_ceil(self.args.gradient_accumulation_steps.max(1))
-    }
-
-    /// Total optimizer updates of the run.
-    pub fn total_updates(&self) -> usize {
-        match self.args.max_steps {
-            Some(s) if s > 0 => s,
-            _ => (self.args.num_train_epochs * self.updates_per_epoch() as f64).ceil() as usize,
-        }
-    }
-
-    /// Example order of `epoch`: a permutation drawn from (seed, epoch), so any epoch can be
-    /// rebuilt on resume. With grouping, examples of similar length share a batch and the
-    /// batches are shuffled.
-    pub fn epoch_batches(&self, epoch: usize) -> Vec<Vec<usize>> {
-        let n = self.data.num_train_examples();
-        let bs = self.args.per_device_train_batch_size.max(1);
-        let mut rng = ChaCha8Rng::seed_from_u64(
-            self.args.seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(epoch as u64 + 1)),
-        );
-        if let Some(budget) = self.args.max_tokens_per_batch {
-            let mut batches = self.token_batches(budget);
-            batches.shuffle(&mut rng);
-            return batches;
-        }
-        let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(&mut rng);
-        if !self.args.group_by_length {
-            return order.chunks(bs).map(<[usize]>::to_vec).collect();
-        }
-        // Sort within mega-batches of 50 batches by length (Hugging Face's grouping).
-        let mut batches: Vec<Vec<usize>> = Vec::new();
-        for mega in order.chunks(bs * 50) {
-            let mut mega = mega.to_vec();
-            mega.sort_by_key(|&i| std::cmp::Reverse(self.data.train_example_length(i)));
-            batches.extend(mega.chunks(bs).map(<[usize]>::to_vec));
-        }
-        batches.shuffle(&mut rng);
-        batches
     }
 
     /// The optimizer over the parameters that train: the model's trainable ones (an
@@ -332,32 +170,6 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
             a.min_learning_rate,
             a.lr_decay_steps.unwrap_or(total) as u64,
         )
-    }
-
-    /// Refuse to clobber an existing run unless asked; a resume needs one.
-    pub fn prepare_output_dir(args: &TrainingArguments, resume: bool) -> Result<()> {
-        let dir = &args.output_dir;
-        let non_empty = dir
-            .read_dir()
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false);
-        if resume {
-            if latest_checkpoint(dir)?.is_none() {
-                bail!("--resume: no checkpoint-* directory in {}", dir.display())
-            }
-            return Ok(());
-        }
-        if non_empty {
-            if !args.overwrite_output_dir {
-                bail!(
-                    "output directory {} is not empty: pass --overwrite-output-dir to replace it or --resume to continue it",
-                    dir.display()
-                )
-            }
-            std::fs::remove_dir_all(dir)
-                .with_context(|| format!("cannot clear {}", dir.display()))?;
-        }
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
     }
 
     /// A fresh run: optimizer, schedule and state, the model in training mode and its
@@ -571,34 +383,6 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
         Ok(output)
     }
 
-    /// Continue from the latest checkpoint: weights, optimizer, trainer state, and the
-    /// metrics log cut back to that step.
-    fn resume(&self, run: &mut Run, log: &MetricsLog) -> Result<()> {
-        let out_dir = &self.args.output_dir;
-        let ckpt = latest_checkpoint(out_dir)?.context("no checkpoint to resume from")?;
-        let fp16 = run.state.grad_scaler.is_some();
-        run.state = self.restore(&ckpt, run.optimizer.as_mut())?;
-        // A scaler only in fp16 runs (the precision may differ from the first run's).
-        run.state.grad_scaler = match fp16 {
-            true => run
-                .state
-                .grad_scaler
-                .take()
-                .or_else(|| Some(GradScaler::default())),
-            false => None,
-        };
-        tracing::info!(
-            "resuming from {} at step {}",
-            ckpt.display(),
-            run.state.global_step
-        );
-        log.truncate_after(run.state.global_step)?;
-        if run.state.done {
-            tracing::info!("that run had finished");
-        }
-        Ok(())
-    }
-
     /// Append the mean loss since the last log line to `metrics.jsonl`.
     fn log(
         &mut self,
@@ -673,134 +457,6 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
         }
         Ok(prefixed)
     }
-
-    fn checkpoint_dir(&self, step: usize) -> PathBuf {
-        self.args.output_dir.join(format!("checkpoint-{step}"))
-    }
-
-    /// Save a checkpoint and keep only it and the best one.
-    fn checkpoint(&mut self, run: &mut Run) -> Result<PathBuf> {
-        let dir = self.save_checkpoint(run)?;
-        self.prune_checkpoints(&run.state)?;
-        for cb in &mut self.callbacks {
-            cb.on_save(&run.state, &dir)?;
-        }
-        Ok(dir)
-    }
-
-    /// Write model, tokenizer, optimizer and trainer state to `checkpoint-{step}`; the
-    /// directory is filled under a temporary name and renamed into place when complete.
-    fn save_checkpoint(&self, run: &mut Run) -> Result<PathBuf> {
-        let state = &mut run.state;
-        let dir = self.checkpoint_dir(state.global_step);
-        let tmp = self
-            .args
-            .output_dir
-            .join(format!(".checkpoint-{}.partial", state.global_step));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp)?;
-        }
-        std::fs::create_dir_all(&tmp)?;
-        self.model.save(&tmp)?;
-        self.data.save_extras(&tmp)?;
-        run.optimizer.state()?.save(&tmp)?;
-        let (seed, stream, pos) = self.model.mode.rng_state();
-        state.rng_seed = seed;
-        state.rng_stream = stream;
-        state.rng_word_pos = pos.to_string();
-        self.write_state(&tmp, state)?;
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
-        }
-        std::fs::rename(&tmp, &dir)
-            .with_context(|| format!("cannot move checkpoint into {}", dir.display()))?;
-        Ok(dir)
-    }
-
-    fn write_state(&self, dir: &Path, state: &TrainerState) -> Result<()> {
-        crate::io::write_json(&dir.join(STATE_FILE), state)
-    }
-
-    /// Load weights, optimizer and trainer state from a checkpoint.
-    fn restore(&self, ckpt: &Path, optimizer: &mut dyn Optimizer) -> Result<TrainerState> {
-        let state: TrainerState = crate::io::read_json(&ckpt.join(STATE_FILE))?;
-        self.model.load_weights(ckpt)?;
-        optimizer.load_state(OptimizerState::load(ckpt, &self.model.device)?)?;
-        let pos: u128 = state.rng_word_pos.parse().unwrap_or(0);
-        self.model
-            .mode
-            .set_rng_state(state.rng_seed, state.rng_stream, pos);
-        Ok(state)
-    }
-
-    /// Keep the latest checkpoint and the best one; remove the others.
-    fn prune_checkpoints(&self, state: &TrainerState) -> Result<()> {
-        let latest = self.checkpoint_dir(state.global_step);
-        for dir in list_checkpoints(&self.args.output_dir)? {
-            if dir != latest && Some(&dir) != state.best_checkpoint.as_ref() {
-                std::fs::remove_dir_all(&dir)
-                    .with_context(|| format!("cannot remove {}", dir.display()))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Put the final (or best) model at the top of the output directory.
-    fn finish(&self, state: &TrainerState) -> Result<()> {
-        let out = &self.args.output_dir;
-        let source = match (&state.best_checkpoint, self.args.load_best_model_at_end) {
-            (Some(best), true) if best.exists() => {
-                // Load the best weights back so the in-memory model matches what is saved.
-                self.model.load_weights(best)?;
-                best.clone()
-            }
-            _ => {
-                let latest = self.checkpoint_dir(state.global_step);
-                if !latest.exists() {
-                    self.model.save(&latest)?;
-                    self.data.save_extras(&latest)?;
-                }
-                latest
-            }
-        };
-        for entry in std::fs::read_dir(&source)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name == STATE_FILE || name.starts_with("optimizer") {
-                continue;
-            }
-            let bytes = std::fs::read(entry.path())?;
-            crate::io::write_bytes_atomically(&out.join(&*name), &bytes)?;
-        }
-        Ok(())
-    }
-}
-
-/// `checkpoint-N` directories in `dir`, oldest first.
-pub fn list_checkpoints(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut found: Vec<(usize, PathBuf)> = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(vec![]);
-    };
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name();
-        if let Some(step) = name
-            .to_string_lossy()
-            .strip_prefix("checkpoint-")
-            .and_then(|s| s.parse().ok())
-        {
-            found.push((step, entry.path()));
-        }
-    }
-    found.sort();
-    Ok(found.into_iter().map(|(_, p)| p).collect())
-}
-
-/// The newest checkpoint in `dir`.
-pub fn latest_checkpoint(dir: &Path) -> Result<Option<PathBuf>> {
-    Ok(list_checkpoints(dir)?.pop())
 }
 
 fn format_metrics(m: &Metrics) -> String {
