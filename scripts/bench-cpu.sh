@@ -6,6 +6,9 @@
 #
 # Env: THREADS (default 2), MODEL_DIR (default models/all-MiniLM-L6-v2), PEER_PYTHON (a python
 # with torch + transformers; default /tmp/peer-venv/bin/python; the peer is skipped if absent),
+# ORT_PYTHON (a python with onnxruntime, onnx and tokenizers, e.g. the venv
+# scripts/onnx-check.sh makes plus `pip install onnx`; default /tmp/ort-venv/bin/python;
+# ONNX Runtime on hone's export is skipped if absent; needs target/release/hone),
 # SHARED (default ../shared), PEER_TRAIN (1: run the whole peer script, which times a training
 # step first, about 10 steps; default 0: only its inference part, the same code and inputs).
 set -euo pipefail
@@ -16,6 +19,12 @@ MODEL_DIR=${MODEL_DIR:-$PWD/models/all-MiniLM-L6-v2}
 PEER_PYTHON=${PEER_PYTHON:-/tmp/peer-venv/bin/python}
 SHARED=${SHARED:-$PWD/../shared}
 PEER_TRAIN=${PEER_TRAIN:-0}
+ORT_PYTHON=${ORT_PYTHON:-/tmp/ort-venv/bin/python}
+ort_dir=$(mktemp -d)
+trap 'rm -rf "$ort_dir"' EXIT
+if [ -x "$ORT_PYTHON" ] && [ -x target/release/hone ]; then
+    target/release/hone export "$MODEL_DIR" --output "$ort_dir/minilm.onnx" 2>/dev/null
+fi
 
 cargo bench -p hone-core --bench minilm_forward --no-run 2>&1 | tail -1
 BIN=$(cargo bench -p hone-core --bench minilm_forward --no-run --message-format=json 2>/dev/null |
@@ -26,6 +35,9 @@ echo "# $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, $THREADS thread
 for r in $(seq 1 "$ROUNDS"); do
     echo "# round $r"
     RAYON_NUM_THREADS=$THREADS "$BIN" "$MODEL_DIR"
+    if [ -f "$ort_dir/minilm.onnx" ]; then
+        "$ORT_PYTHON" scripts/ort_bench.py "$ort_dir/minilm.onnx" "$MODEL_DIR/tokenizer.json" "$THREADS"
+    fi
     if [ -x "$PEER_PYTHON" ]; then
         OMP_NUM_THREADS=$THREADS "$PEER_PYTHON" -c "
 import runpy, sys, torch

@@ -43,6 +43,13 @@ pub fn run(args: InfoArgs) -> Result<()> {
         });
         info["trainable_parameters"] = model.num_trainable_parameters().into();
     }
+    if let Some(int8) = model.mode.int8() {
+        info["quantization"] = format!(
+            "int8 weights per output channel, int8 activations per row, in {} linear layers",
+            int8.modules().len()
+        )
+        .into();
+    }
     if args.json {
         println!("{info}");
     } else {

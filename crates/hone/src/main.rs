@@ -13,6 +13,7 @@ mod info;
 mod merge;
 mod predict;
 mod pretrain;
+mod quantize;
 mod run_recipe;
 mod score;
 mod tokenizer;
@@ -62,6 +63,8 @@ enum Command {
     Merge(merge::MergeArgs),
     /// Export a model to another runtime's format (ONNX).
     Export(export::ExportArgs),
+    /// Quantize a model's linear layers to int8 (dynamic quantization).
+    Quantize(quantize::QuantizeArgs),
     /// Train or inspect tokenizers.
     #[command(subcommand)]
     Tokenizer(tokenizer::TokenizerCommand),
@@ -112,8 +115,26 @@ fn run() -> anyhow::Result<()> {
         Command::Translate(a) => translate::run(a),
         Command::Merge(a) => merge::run(a),
         Command::Export(a) => export::run(a),
+        Command::Quantize(a) => quantize::run(a),
         Command::Tokenizer(c) => tokenizer::run(c),
     }
+}
+
+/// Copy a model directory's tokenizer files (those it has) into `to`.
+fn copy_tokenizer(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+    for file in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "vocab.txt",
+    ] {
+        let src = from.join(file);
+        if src.is_file() {
+            std::fs::copy(&src, to.join(file))
+                .with_context(|| format!("cannot copy {}", src.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn init_logging(level: &str) {

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use candle_core::Device;
 use clap::Args;
 
@@ -43,19 +43,7 @@ pub fn run(args: MergeArgs) -> Result<()> {
     // Everything is read and checked before anything is written.
     let model = Model::open(&dir, &Device::Cpu)?;
     model.save_merged(&args.output)?;
-    let tokenizer = dir.tokenizer_dir();
-    for file in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "vocab.txt",
-    ] {
-        let from = tokenizer.join(file);
-        if from.is_file() {
-            std::fs::copy(&from, args.output.join(file))
-                .with_context(|| format!("cannot copy {}", from.display()))?;
-        }
-    }
+    super::copy_tokenizer(dir.tokenizer_dir(), &args.output)?;
     tracing::info!(
         "merged {} into {} -> {}",
         args.adapter_dir.display(),

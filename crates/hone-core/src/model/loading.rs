@@ -17,6 +17,7 @@ use super::adapter::{
 use super::config::{ArchConfig, ModelConfig};
 use super::heads::registry::{self, Build};
 use super::heads::{net_as, Head, Net, NetKind};
+use super::quantization::{self, Int8Weights};
 use super::{ModelMode, ParamStore};
 
 /// The files of a model directory, checked to exist: a Hugging Face model, or a PEFT
@@ -107,21 +108,34 @@ impl ModelDir {
         }
     }
 
-    /// Read every checkpoint tensor of the base model.
-    pub fn read_weights(&self, device: &Device) -> Result<(HashMap<String, Tensor>, PathBuf)> {
+    /// Read every checkpoint tensor of the base model, with the int8 weights of a
+    /// quantized one (their f32 values among the tensors too).
+    pub fn read_weights(&self, device: &Device) -> Result<Checkpoint> {
         let path = self.weights_path()?;
-        let tensors = if path.extension().is_some_and(|e| e == "bin") {
-            candle_core::pickle::read_all(&path)
+        let (tensors, int8) = if path.extension().is_some_and(|e| e == "bin") {
+            let tensors = candle_core::pickle::read_all(&path)
                 .with_context(|| format!("cannot read PyTorch weights {}", path.display()))?
                 .into_iter()
                 .map(|(k, t)| Ok((k, t.to_device(device)?)))
-                .collect::<Result<HashMap<_, _>>>()?
+                .collect::<Result<HashMap<_, _>>>()?;
+            (tensors, None)
         } else {
-            candle_core::safetensors::load(&path, device)
-                .with_context(|| format!("cannot read weights {}", path.display()))?
+            quantization::read_safetensors(&path, device)?
         };
-        Ok((tensors, path))
+        Ok(Checkpoint {
+            tensors,
+            int8: int8.map(Arc::new),
+            path,
+        })
     }
+}
+
+/// What a model directory's weights file holds.
+pub struct Checkpoint {
+    pub tensors: HashMap<String, Tensor>,
+    /// The int8 weights of a quantized model.
+    pub int8: Option<Arc<Int8Weights>>,
+    pub path: PathBuf,
 }
 
 /// A network of kind `N` (a head trait such as `dyn SequenceClassifier`, or [`Net`] for
@@ -166,6 +180,41 @@ impl Model<Net> {
         Self::load_for(model_dir, head, device, 0)
     }
 
+    /// `model_dir`'s model with the weight of every linear layer quantized to int8 as it
+    /// is built (`hone quantize`); [`Model::save_int8`] writes it.
+    pub fn load_quantizing(model_dir: &ModelDir, device: &Device) -> Result<Self> {
+        if model_dir.adapter.is_some() {
+            bail!(
+                "{} is an adapter: merge it first (hone merge), then quantize the merged model",
+                model_dir.path.display()
+            )
+        }
+        let head = Head::from_config(&model_dir.config);
+        Self::load_dir(model_dir, head, None, true, device, 0)
+    }
+
+    /// Writes a quantized model into `dir`: `config.json` with its `quantization_config`,
+    /// and `model.safetensors` with the int8 weights and their scales.
+    pub fn save_int8(&self, dir: &Path) -> Result<()> {
+        let Some(int8) = self.mode.int8().filter(|q| !q.is_empty()) else {
+            bail!(
+                "{} has no linear layer hone quantizes (GPT-2's Conv1D layers are not, yet)",
+                self.class_name()
+            )
+        };
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let tensors: HashMap<String, Tensor> = self
+            .params
+            .params()
+            .into_iter()
+            .map(|(n, v)| (n, v.as_tensor().clone()))
+            .collect();
+        quantization::write_safetensors(&dir.join("model.safetensors"), &tensors, &int8)?;
+        let mut config = self.config.to_json()?;
+        config["quantization_config"] = int8.config_json();
+        crate::io::write_json(&dir.join("config.json"), &config)
+    }
+
     /// The same model as the network kind a pipeline needs, or an error naming what the
     /// model is instead.
     pub fn into_kind<N: NetKind + ?Sized>(self) -> Result<Model<N>> {
@@ -191,7 +240,7 @@ impl<N: NetKind + ?Sized> Model<N> {
         device: &Device,
         seed: u64,
     ) -> Result<Self> {
-        Self::build_adapted(config, head, params, None, device, seed)
+        Self::build_adapted(config, head, params, None, None, device, seed)
     }
 
     /// [`Model::build`] with a LoRA adapter on the layers it targets; then only the
@@ -201,11 +250,13 @@ impl<N: NetKind + ?Sized> Model<N> {
         head: Head,
         params: ParamStore,
         adapter: Option<LoraConfig>,
+        int8: Option<Arc<Int8Weights>>,
         device: &Device,
         seed: u64,
     ) -> Result<Self> {
         let spec = registry::find(config.arch.model_type(), head.kind())?;
         let mode = ModelMode::new(seed);
+        mode.set_int8(int8);
         params.set_buffers(spec.buffers);
         if let Some(lora) = &adapter {
             lora.validate()?;
@@ -250,7 +301,7 @@ impl<N: NetKind + ?Sized> Model<N> {
     /// are initialised from `seed`. An adapter directory brings its trained adapter (and
     /// head), which must fit the base tensor for tensor.
     pub fn load_for(model_dir: &ModelDir, head: Head, device: &Device, seed: u64) -> Result<Self> {
-        Self::load_dir(model_dir, head, None, device, seed)
+        Self::load_dir(model_dir, head, None, false, device, seed)
     }
 
     /// Load a model directory for training a new LoRA adapter on it: the adapter starts
@@ -268,19 +319,24 @@ impl<N: NetKind + ?Sized> Model<N> {
                 model_dir.path.display()
             )
         }
-        Self::load_dir(model_dir, head, Some(adapter), device, seed)
+        Self::load_dir(model_dir, head, Some(adapter), false, device, seed)
     }
 
     fn load_dir(
         model_dir: &ModelDir,
         head: Head,
         new_adapter: Option<LoraConfig>,
+        quantize: bool,
         device: &Device,
         seed: u64,
     ) -> Result<Self> {
         let arch = &model_dir.config.arch;
         let spec = registry::find(arch.model_type(), head.kind())?;
-        let (mut tensors, path) = model_dir.read_weights(device)?;
+        let Checkpoint {
+            mut tensors,
+            int8,
+            path,
+        } = model_dir.read_weights(device)?;
         let mut source = path.display().to_string();
         // A trained adapter brings its head too: nothing may be missing then.
         let mut new_ok: Vec<String> = spec.head_params.iter().map(|p| p.to_string()).collect();
@@ -298,11 +354,16 @@ impl<N: NetKind + ?Sized> Model<N> {
         if adapter.is_some() && model_dir.adapter.is_none() {
             params.allow_new_adapters();
         }
+        let int8 = match quantize {
+            true => Some(Arc::new(Int8Weights::quantizing())),
+            false => int8,
+        };
         Self::build_adapted(
             model_dir.config.clone(),
             head,
             params,
             adapter,
+            int8,
             device,
             seed,
         )
@@ -320,7 +381,7 @@ impl<N: NetKind + ?Sized> Model<N> {
     ) -> Result<Self> {
         let params = ParamStore::fresh(seed);
         params.allow_new_adapters();
-        Self::build_adapted(config, head, params, Some(adapter), device, seed)
+        Self::build_adapted(config, head, params, Some(adapter), None, device, seed)
     }
 
     /// A model with freshly initialised weights (pretraining from scratch).

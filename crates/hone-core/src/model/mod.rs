@@ -12,6 +12,7 @@ pub mod layers;
 pub mod loading;
 pub mod marian;
 pub mod params;
+pub mod quantization;
 
 pub use bert::{
     BertConfig, BertForPreTraining, BertForSequenceClassification, BertForTokenClassification,

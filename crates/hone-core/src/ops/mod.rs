@@ -17,6 +17,7 @@ mod cpu;
 mod loss;
 
 pub use attention::{attention, KeepMask, KvCache, Qkv};
+pub use cpu::int8::Int8Matrix;
 pub use loss::{binary_cross_entropy_with_logits, cross_entropy, mse_loss, CrossEntropyOptions};
 
 use candle_core::{DType, Result, Tensor, D};
@@ -71,6 +72,26 @@ pub fn residual_add(x: &Tensor, h: &Tensor, keep: Option<&Tensor>) -> Result<Ten
 /// in one GEMM (leading dimensions fold into its rows), and the backward pass is two GEMMs
 /// on strided operands plus a column sum. With `autocast`, f32 operands go through the
 /// product in that dtype and the result comes back f32.
+/// `y = x W^T (+ b)` with `W` in int8 (per output channel) and `x [..., in]` quantized per
+/// row as it comes, i32 accumulation (`cpu::int8`). CPU only; no gradient (inference).
+pub fn linear_int8(x: &Tensor, w: &Int8Matrix, bias: Option<&Tensor>) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let k = *dims.last().unwrap_or(&0);
+    if k != w.k {
+        candle_core::bail!("linear_int8: input width {k}, weight takes {}", w.k)
+    }
+    let m = x.elem_count() / k.max(1);
+    let x32 = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let bias = bias
+        .map(|b| b.to_dtype(DType::F32)?.to_vec1::<f32>())
+        .transpose()?;
+    let mut y = vec![0f32; m * w.n];
+    cpu::int8::matmul_int8(&x32, m, w, bias.as_deref(), &mut y);
+    let mut out_dims = dims;
+    *out_dims.last_mut().expect("rank >= 1") = w.n;
+    Tensor::from_vec(y, out_dims, x.device())
+}
+
 pub fn linear(
     x: &Tensor,
     weight: &Tensor,

@@ -1,8 +1,11 @@
+use std::sync::Arc;
+
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use super::{Dropout, ModelMode};
 use crate::onnx;
+use crate::ops::Int8Matrix;
 
 /// `y = x W^T + b`, its product in the model's autocast dtype, plus a LoRA adapter's
 /// `(alpha / r) B A dropout(x)` when the model gives this layer one. Hugging Face's GPT-2
@@ -15,6 +18,8 @@ pub struct Linear {
     /// The weight is stored `[in, out]` (GPT-2 Conv1D) rather than `[out, in]`.
     stored_transposed: bool,
     lora: Option<Lora>,
+    /// The weight in int8 (a quantized model): the product runs in int8 on the CPU.
+    int8: Option<Arc<Int8Matrix>>,
     mode: ModelMode,
 }
 
@@ -47,7 +52,9 @@ impl Linear {
     ) -> Result<Self> {
         let weight = vb.get_with_hints((out_dim, in_dim), "weight", weight_init(init_std))?;
         let bias = vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?;
-        Self::from_weight(weight, Some(bias), mode).with_adapter(&vb, in_dim, out_dim)
+        Self::from_weight(weight, Some(bias), mode)
+            .with_int8(&vb)?
+            .with_adapter(&vb, in_dim, out_dim)
     }
 
     /// A `[out, in]` weight named `weight` and no bias (GPT-2's classification `score`).
@@ -59,7 +66,9 @@ impl Linear {
         mode: &ModelMode,
     ) -> Result<Self> {
         let weight = vb.get_with_hints((out_dim, in_dim), "weight", weight_init(init_std))?;
-        Self::from_weight(weight, None, mode).with_adapter(&vb, in_dim, out_dim)
+        Self::from_weight(weight, None, mode)
+            .with_int8(&vb)?
+            .with_adapter(&vb, in_dim, out_dim)
     }
 
     /// GPT-2's `Conv1D`: the weight is stored `[in, out]`.
@@ -87,8 +96,16 @@ impl Linear {
             bias,
             stored_transposed: false,
             lora: None,
+            int8: None,
             mode: mode.clone(),
         }
+    }
+
+    /// The layer with its int8 weight when the model is quantized (GPT-2's transposed
+    /// Conv1D weights are not, yet).
+    fn with_int8(mut self, vb: &VarBuilder) -> Result<Self> {
+        self.int8 = self.mode.int8_for(&vb.prefix(), &self.weight)?;
+        Ok(self)
     }
 
     /// The layer with an adapter when its model targets it (by the layer's name, `vb`'s
@@ -128,7 +145,13 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let autocast = self.mode.autocast();
         let t = self.stored_transposed;
-        let y = crate::ops::linear(x, &self.weight, self.bias.as_ref(), t, autocast)?;
+        let y = match &self.int8 {
+            // Inference only: the int8 product has no gradient.
+            Some(q) if x.device().is_cpu() && !self.mode.is_training() => {
+                crate::ops::linear_int8(x, q, self.bias.as_ref())?
+            }
+            _ => crate::ops::linear(x, &self.weight, self.bias.as_ref(), t, autocast)?,
+        };
         match &self.lora {
             None => Ok(y),
             Some(lora) => {

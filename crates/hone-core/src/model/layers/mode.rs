@@ -4,6 +4,8 @@ use candle_core::DType;
 use rand::Rng;
 
 use crate::model::adapter::{Adapters, LoraConfig};
+use crate::model::quantization::Int8Weights;
+use crate::ops::Int8Matrix;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
@@ -24,6 +26,8 @@ struct ModeState {
     /// bf16 or fp16 for autocast-style mixed precision; None: the inputs' own dtype.
     autocast: Option<DType>,
     adapters: Option<Arc<Adapters>>,
+    /// The linear layers' int8 weights (a quantized model, or one being quantized).
+    int8: Option<Arc<Int8Weights>>,
 }
 
 impl ModelMode {
@@ -37,6 +41,7 @@ impl ModelMode {
                 rng,
                 autocast: None,
                 adapters: None,
+                int8: None,
             })),
         }
     }
@@ -72,6 +77,32 @@ impl ModelMode {
         a.config
             .targets(module, &a.base_prefix)
             .then(|| a.config.clone())
+    }
+
+    /// The int8 weights the model's linear layers take when they are built.
+    pub fn set_int8(&self, int8: Option<Arc<Int8Weights>>) {
+        self.inner.lock().expect("dropout state poisoned").int8 = int8;
+    }
+
+    /// The int8 weights, if the model is quantized.
+    pub fn int8(&self) -> Option<Arc<Int8Weights>> {
+        self.inner
+            .lock()
+            .expect("dropout state poisoned")
+            .int8
+            .clone()
+    }
+
+    /// The int8 weight of the linear layer `module` (f32 weight `[out, in]`), if any.
+    pub(crate) fn int8_for(
+        &self,
+        module: &str,
+        weight: &candle_core::Tensor,
+    ) -> candle_core::Result<Option<Arc<Int8Matrix>>> {
+        match self.int8() {
+            Some(store) => store.for_linear(module, weight),
+            None => Ok(None),
+        }
     }
 
     /// Autocast to `dtype` until the scope is dropped, then back to the setting before.

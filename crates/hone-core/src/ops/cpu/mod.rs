@@ -5,6 +5,7 @@ use candle_core::{bail, CpuStorage, Device, Layout, Result, Shape, Storage, Tens
 
 mod attention;
 mod gelu;
+pub(crate) mod int8;
 mod layer_norm;
 mod linear;
 mod residual;

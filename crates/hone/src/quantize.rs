@@ -1,0 +1,48 @@
+//! `hone quantize`: a model directory with its linear layers in int8 (per-output-channel
+//! weights; activations quantized per row at run time), which every inference command
+//! loads as it loads any model directory.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use candle_core::Device;
+use clap::Args;
+
+use hone_core::model::{Model, ModelDir};
+
+#[derive(Args, Debug)]
+pub struct QuantizeArgs {
+    /// A model directory (merge an adapter first with `hone merge`).
+    model_dir: PathBuf,
+    /// Where to write the quantized model (must not exist, or be empty).
+    #[arg(long)]
+    output: PathBuf,
+    /// Dynamic int8 quantization (the one scheme today).
+    #[arg(long, required = true)]
+    int8: bool,
+}
+
+pub fn run(args: QuantizeArgs) -> Result<()> {
+    let non_empty = args
+        .output
+        .read_dir()
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if non_empty {
+        bail!(
+            "{} is not empty: quantize writes a new directory",
+            args.output.display()
+        )
+    }
+    let dir = ModelDir::open(&args.model_dir)?;
+    let model = Model::load_quantizing(&dir, &Device::Cpu)?;
+    model.save_int8(&args.output)?;
+    super::copy_tokenizer(dir.tokenizer_dir(), &args.output)?;
+    let layers = model.mode.int8().map_or(0, |q| q.modules().len());
+    tracing::info!(
+        "{} -> {}: {layers} linear layers in int8",
+        args.model_dir.display(),
+        args.output.display()
+    );
+    Ok(())
+}
