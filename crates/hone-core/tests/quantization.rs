@@ -44,8 +44,8 @@ fn int8_model_round_trips_and_stays_close_to_f32() {
     let root = temp_dir("round-trip");
     let (fp32_dir, int8_dir) = (root.join("fp32"), root.join("int8"));
     sst2_classifier(&fp32_dir);
-    let quantizing = Model::load_quantizing(&ModelDir::open(&fp32_dir).unwrap(), &Device::Cpu)
-        .unwrap();
+    let quantizing =
+        Model::load_quantizing(&ModelDir::open(&fp32_dir).unwrap(), &Device::Cpu).unwrap();
     quantizing.save_int8(&int8_dir).unwrap();
 
     // The file: 6 layers x 6 linear layers, the pooler and the classifier in I8, each with

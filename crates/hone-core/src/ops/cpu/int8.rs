@@ -198,12 +198,8 @@ mod tests {
     fn every_dot_product_kernel_agrees_with_the_scalar_one() {
         // Lengths with and without a tail past the vector width.
         for k in [1, 15, 64, 100, 384, 1536] {
-            let a: Vec<i8> = (0..k)
-                .map(|i| ((i * 37 % 255) as i32 - 127) as i8)
-                .collect();
-            let b: Vec<i8> = (0..k)
-                .map(|i| ((i * 91 % 255) as i32 - 127) as i8)
-                .collect();
+            let a: Vec<i8> = (0..k).map(|i| (i * 37 % 255 - 127) as i8).collect();
+            let b: Vec<i8> = (0..k).map(|i| (i * 91 % 255 - 127) as i8).collect();
             let a_u8: Vec<u8> = a.iter().map(|&v| (v as i16 + 128) as u8).collect();
             let b_sum: i32 = b.iter().map(|&v| v as i32).sum();
             let expected = dot_scalar(&a, &b);
