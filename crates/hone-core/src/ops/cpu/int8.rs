@@ -77,17 +77,29 @@ pub fn matmul_int8(x: &[f32], m: usize, w: &Int8Matrix, bias: Option<&[f32]>, y:
     assert_eq!(x.len(), m * k);
     assert_eq!(y.len(), m * n);
     let (xq, xs) = quantize_rows(x, k);
+    // VNNI multiplies unsigned by signed bytes: the activations shifted by 128, once.
+    let xu: Vec<u8> = xq.iter().map(|&v| (v as i16 + 128) as u8).collect();
     let dot = Dot::select();
     // Rows in parallel; each row's activations (k bytes) stay in L1 across all of W.
     y.par_chunks_mut(n)
-        .zip(xq.par_chunks(k))
+        .zip(xq.par_chunks(k).zip(xu.par_chunks(k)))
         .zip(xs.par_iter())
-        .for_each(|((out, a), &sa)| {
-            let a_u8: Vec<u8> = a.iter().map(|&v| (v as i16 + 128) as u8).collect();
-            for (j, o) in out.iter_mut().enumerate() {
-                let b = &w.q[j * k..(j + 1) * k];
-                let acc = dot.run(a, &a_u8, b, w.row_sums[j]);
-                *o = acc as f32 * sa * w.scale[j] + bias.map_or(0.0, |b| b[j]);
+        .for_each(|((out, (a, a_u8)), &sa)| {
+            let scaled =
+                |j: usize, acc: i32| acc as f32 * sa * w.scale[j] + bias.map_or(0.0, |b| b[j]);
+            let mut j = 0;
+            // Four output channels per pass over the activations.
+            while j + 4 <= n {
+                let rows = [0, 1, 2, 3].map(|r| &w.q[(j + r) * k..(j + r + 1) * k]);
+                let acc = dot.run4(a, a_u8, rows, &w.row_sums[j..j + 4]);
+                for r in 0..4 {
+                    out[j + r] = scaled(j + r, acc[r]);
+                }
+                j += 4;
+            }
+            for (jj, o) in out.iter_mut().enumerate().skip(j) {
+                let b = &w.q[jj * k..(jj + 1) * k];
+                *o = scaled(jj, dot.run(a, a_u8, b, w.row_sums[jj]));
             }
         });
 }
@@ -133,6 +145,22 @@ impl Dot {
     }
 }
 
+impl Dot {
+    /// [`Dot::run`] against four rows of `b` at once (VNNI shares the loads of `a`).
+    #[inline]
+    fn run4(self, a: &[i8], a_u8: &[u8], b: [&[i8]; 4], b_sums: &[i32]) -> [i32; 4] {
+        match self {
+            // SAFETY: selected only when the CPU has these features.
+            #[cfg(target_arch = "x86_64")]
+            Dot::Vnni512 => {
+                let acc = unsafe { dot4_vnni512(a_u8, b) };
+                [0, 1, 2, 3].map(|r| acc[r] - 128 * b_sums[r])
+            }
+            _ => [0, 1, 2, 3].map(|r| self.run(a, a_u8, b[r], b_sums[r])),
+        }
+    }
+}
+
 fn dot_scalar(a: &[i8], b: &[i8]) -> i32 {
     a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
 }
@@ -156,6 +184,31 @@ unsafe fn dot_vnni512(a: &[u8], b: &[i8]) -> i32 {
         sum += a[j] as i32 * b[j] as i32;
     }
     sum
+}
+
+/// [`dot_vnni512`] of `a` with four rows at once: one load of `a` feeds four products.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn dot4_vnni512(a: &[u8], b: [&[i8]; 4]) -> [i32; 4] {
+    use std::arch::x86_64::*;
+    let n = a.len() / 64 * 64;
+    let mut acc = [_mm512_setzero_si512(); 4];
+    let mut i = 0;
+    while i < n {
+        let va = _mm512_loadu_si512(a.as_ptr().add(i) as *const _);
+        for r in 0..4 {
+            let vb = _mm512_loadu_si512(b[r].as_ptr().add(i) as *const _);
+            acc[r] = _mm512_dpbusd_epi32(acc[r], va, vb);
+        }
+        i += 64;
+    }
+    let mut sums = acc.map(|v| _mm512_reduce_add_epi32(v));
+    for (r, sum) in sums.iter_mut().enumerate() {
+        for j in n..a.len() {
+            *sum += a[j] as i32 * b[r][j] as i32;
+        }
+    }
+    sums
 }
 
 /// `sum a_i b_i` over signed bytes widened to i16, 16 pairs per `madd`.
@@ -205,6 +258,14 @@ mod tests {
             let expected = dot_scalar(&a, &b);
             let dot = Dot::select();
             assert_eq!(dot.run(&a, &a_u8, &b, b_sum), expected, "{dot:?}, k {k}");
+            let a_sum: i32 = a.iter().map(|&v| v as i32).sum();
+            let four = dot.run4(&a, &a_u8, [&b, &a, &b, &a], &[b_sum, a_sum, b_sum, a_sum]);
+            let square = dot_scalar(&a, &a);
+            assert_eq!(
+                four,
+                [expected, square, expected, square],
+                "{dot:?} x4, k {k}"
+            );
             #[cfg(target_arch = "x86_64")]
             if is_x86_feature_detected!("avx2") {
                 assert_eq!(Dot::Avx2.run(&a, &a_u8, &b, b_sum), expected, "avx2, k {k}");
