@@ -6,6 +6,7 @@
 #
 # Env: THREADS (default 2), MODEL_DIR (default models/all-MiniLM-L6-v2), PEER_PYTHON (a python
 # with torch + transformers; default /tmp/peer-venv/bin/python; the peer is skipped if absent),
+# With target/release/hone, hone's int8 model (`hone quantize --int8`) is timed too;
 # ORT_PYTHON (a python with onnxruntime, onnx and tokenizers, e.g. the venv
 # scripts/onnx-check.sh makes plus `pip install onnx`; default /tmp/ort-venv/bin/python;
 # ONNX Runtime on hone's export is skipped if absent; needs target/release/hone),
@@ -22,8 +23,11 @@ PEER_TRAIN=${PEER_TRAIN:-0}
 ORT_PYTHON=${ORT_PYTHON:-/tmp/ort-venv/bin/python}
 ort_dir=$(mktemp -d)
 trap 'rm -rf "$ort_dir"' EXIT
-if [ -x "$ORT_PYTHON" ] && [ -x target/release/hone ]; then
-    target/release/hone export "$MODEL_DIR" --output "$ort_dir/minilm.onnx" 2>/dev/null
+if [ -x target/release/hone ]; then
+    target/release/hone quantize "$MODEL_DIR" --output "$ort_dir/minilm-int8" --int8 2>/dev/null
+    if [ -x "$ORT_PYTHON" ]; then
+        target/release/hone export "$MODEL_DIR" --output "$ort_dir/minilm.onnx" 2>/dev/null
+    fi
 fi
 
 cargo bench -p hone-core --bench minilm_forward --no-run 2>&1 | tail -1
@@ -35,6 +39,9 @@ echo "# $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, $THREADS thread
 for r in $(seq 1 "$ROUNDS"); do
     echo "# round $r"
     RAYON_NUM_THREADS=$THREADS "$BIN" "$MODEL_DIR"
+    if [ -d "$ort_dir/minilm-int8" ]; then
+        RAYON_NUM_THREADS=$THREADS "$BIN" "$ort_dir/minilm-int8"
+    fi
     if [ -f "$ort_dir/minilm.onnx" ]; then
         "$ORT_PYTHON" scripts/ort_bench.py "$ort_dir/minilm.onnx" "$MODEL_DIR/tokenizer.json" "$THREADS"
     fi

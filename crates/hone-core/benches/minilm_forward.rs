@@ -43,6 +43,11 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(1);
     let device = Device::Cpu;
     let model = Model::load(&dir, &device)?.into_kind::<dyn Encoder>()?;
+    // A directory from `hone quantize --int8` runs its linear layers in int8.
+    let name = match model.mode.int8() {
+        Some(_) => "hone int8 infer",
+        None => "hone infer",
+    };
     let bert = &model.net;
     let tok = TextTokenizer::from_dir(&dir)?;
     let enc = tok.encode(SENTENCE, None)?;
@@ -63,7 +68,7 @@ fn main() -> anyhow::Result<()> {
         50 * rounds,
     );
     println!(
-        "{{\"case\": \"hone infer minilm-L6 B1 S{}\", \"threads\": {}, \"ms\": {:.3}}}",
+        "{{\"case\": \"{name} minilm-L6 B1 S{}\", \"threads\": {}, \"ms\": {:.3}}}",
         ids.len(),
         rayon::current_num_threads(),
         ms1
@@ -80,7 +85,7 @@ fn main() -> anyhow::Result<()> {
     let mask = Tensor::from_vec(mask_row.repeat(b), (b, t), &device)?;
     let ms64 = median_ms(|| run(&input_ids, &type_ids, &mask), 2, 10 * rounds);
     println!(
-        "{{\"case\": \"hone infer minilm-L6 B64 S64\", \"threads\": {}, \"ms\": {:.1}}}",
+        "{{\"case\": \"{name} minilm-L6 B64 S64\", \"threads\": {}, \"ms\": {:.1}}}",
         rayon::current_num_threads(),
         ms64
     );
