@@ -48,6 +48,18 @@ fn perturb_b<N: ?Sized>(model: &Model<N>) {
     }
 }
 
+/// A classifier's logits for one all-MiniLM-L6-v2 sentence.
+fn sentence_logits(m: &Model<dyn SequenceClassifier>) -> Vec<f32> {
+    let x = ids(&[&[101, 2023, 3185, 2001, 2307, 102]]);
+    m.net
+        .forward(&x, &x.zeros_like().unwrap(), &x.ones_like().unwrap())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+}
+
 fn ids(rows: &[&[u32]]) -> Tensor {
     tensor2(&rows.iter().map(|r| r.to_vec()).collect::<Vec<_>>())
 }
@@ -162,22 +174,12 @@ fn peft_files_round_trip_and_name_what_peft_needs() {
     assert!(keys.iter().all(|k| k.starts_with("base_model.model.")));
     assert_eq!(keys.len(), 2 * adapted.len() + 2);
 
-    let x = ids(&[&[101, 2023, 3185, 2001, 2307, 102]]);
-    let probs = |m: &Model<dyn SequenceClassifier>| {
-        m.net
-            .forward(&x, &x.zeros_like().unwrap(), &x.ones_like().unwrap())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-    };
     let reloaded = Model::load(&out, &Device::Cpu)
         .unwrap()
         .into_kind::<dyn SequenceClassifier>()
         .unwrap();
     assert_eq!(reloaded.head, head, "hone's config.json keeps the labels");
-    assert_eq!(probs(&model), probs(&reloaded));
+    assert_eq!(sentence_logits(&model), sentence_logits(&reloaded));
     std::fs::remove_dir_all(&out).unwrap();
 }
 
@@ -214,17 +216,7 @@ fn modules_to_save_and_trained_biases_reload_from_the_adapter() {
         .unwrap()
         .into_kind::<dyn SequenceClassifier>()
         .unwrap();
-    let x = ids(&[&[101, 2023, 3185, 2001, 2307, 102]]);
-    let logits = |m: &Model<dyn SequenceClassifier>| {
-        m.net
-            .forward(&x, &x.zeros_like().unwrap(), &x.ones_like().unwrap())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-    };
-    assert_eq!(logits(&model), logits(&reloaded));
+    assert_eq!(sentence_logits(&model), sentence_logits(&reloaded));
     std::fs::remove_dir_all(&out).unwrap();
 }
 

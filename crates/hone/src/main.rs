@@ -120,6 +120,21 @@ fn run() -> anyhow::Result<()> {
     }
 }
 
+/// Refuse to write a new model directory over a non-empty one (`what` writes it).
+fn ensure_new_output(dir: &std::path::Path, what: &str) -> anyhow::Result<()> {
+    let non_empty = dir
+        .read_dir()
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if non_empty {
+        anyhow::bail!(
+            "{} is not empty: {what} writes a new directory",
+            dir.display()
+        )
+    }
+    Ok(())
+}
+
 /// Copy a model directory's tokenizer files (those it has) into `to`.
 fn copy_tokenizer(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
     for file in [

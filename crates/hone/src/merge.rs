@@ -29,17 +29,7 @@ pub fn run(args: MergeArgs) -> Result<()> {
             args.adapter_dir.display()
         )
     }
-    let non_empty = args
-        .output
-        .read_dir()
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false);
-    if non_empty {
-        bail!(
-            "{} is not empty: merge writes a new directory",
-            args.output.display()
-        )
-    }
+    super::ensure_new_output(&args.output, "merge")?;
     // Everything is read and checked before anything is written.
     let model = Model::open(&dir, &Device::Cpu)?;
     model.save_merged(&args.output)?;

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use candle_core::Device;
 use clap::Args;
 
@@ -23,17 +23,7 @@ pub struct QuantizeArgs {
 }
 
 pub fn run(args: QuantizeArgs) -> Result<()> {
-    let non_empty = args
-        .output
-        .read_dir()
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false);
-    if non_empty {
-        bail!(
-            "{} is not empty: quantize writes a new directory",
-            args.output.display()
-        )
-    }
+    super::ensure_new_output(&args.output, "quantize")?;
     let dir = ModelDir::open(&args.model_dir)?;
     let model = Model::load_quantizing(&dir, &Device::Cpu)?;
     model.save_int8(&args.output)?;
