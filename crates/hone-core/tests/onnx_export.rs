@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 use common::*;
-use hone_core::export::onnx::{export, OnnxOptions, Precision};
+use hone_core::export::onnx::{export, OnnxOptions, OnnxPrecision};
 use hone_core::model::{Head, Model, ModelDir, Net, ProblemType};
 use tract_onnx::prelude::{
     tract_ndarray, Framework, InferenceModelExt, IntoRunnable, TValue, TVec,
@@ -141,7 +141,7 @@ fn minilm_embeddings_export_reproduces_hone_in_tract() {
 fn minilm_exports_in_half_precision() {
     let model = Model::load(&minilm_dir(), &Device::Cpu).unwrap();
     let opts = OnnxOptions {
-        precision: Precision::Fp16,
+        precision: OnnxPrecision::Fp16,
         opset: 18,
     };
     check_export_with(&model, "minilm-fp16", 30522, &opts, 5e-2);

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::{Args, ValueEnum};
 
-use hone_core::export::onnx::{self, OnnxOptions, Precision};
+use hone_core::export::onnx::{self, OnnxOptions, OnnxPrecision};
 use hone_core::model::{Model, ModelDir};
 
 /// The formats `hone export` writes.
@@ -30,7 +30,7 @@ pub struct ExportArgs {
     opset: u32,
     /// The float type of weights and activations.
     #[arg(long, value_enum, default_value = "fp32")]
-    precision: Precision,
+    precision: OnnxPrecision,
     /// The base model of an adapter directory (instead of the one its config names).
     #[arg(long)]
     base: Option<PathBuf>,

@@ -15,7 +15,7 @@ use crate::model::Model;
 /// The float type of an exported graph's weights and activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-pub enum Precision {
+pub enum OnnxPrecision {
     #[default]
     Fp32,
     Fp16,
@@ -25,14 +25,14 @@ pub enum Precision {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OnnxOptions {
     pub opset: u32,
-    pub precision: Precision,
+    pub precision: OnnxPrecision,
 }
 
 impl Default for OnnxOptions {
     fn default() -> Self {
         Self {
             opset: MIN_OPSET,
-            precision: Precision::Fp32,
+            precision: OnnxPrecision::Fp32,
         }
     }
 }
@@ -51,8 +51,8 @@ pub fn to_onnx(model: &Model<Net>, opts: &OnnxOptions) -> Result<tract_onnx::pb:
         );
     }
     let float = match opts.precision {
-        Precision::Fp32 => ElemType::F32,
-        Precision::Fp16 => ElemType::F16,
+        OnnxPrecision::Fp32 => ElemType::F32,
+        OnnxPrecision::Fp16 => ElemType::F16,
     };
     let mut g = Graph::new(float);
     let written = match &*model.net {

@@ -195,7 +195,7 @@ pub fn write_safetensors(
         .iter()
         .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b)?)))
         .collect::<Result<Vec<_>>>()?;
-    crate::io::write_atomically(path, |tmp| {
-        safetensors::serialize_to_file(views, None, tmp).map_err(anyhow::Error::from)
-    })
+    // Serialized in memory and written as any file is (serialize_to_file makes it 0600).
+    let bytes = safetensors::serialize(views, None)?;
+    crate::io::write_bytes_atomically(path, &bytes)
 }
