@@ -103,15 +103,16 @@ pub fn read_safetensors(
     path: &Path,
     device: &Device,
 ) -> Result<(HashMap<String, Tensor>, Option<Int8Weights>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let file = safetensors::SafeTensors::deserialize(&bytes)
-        .with_context(|| format!("{} is not a safetensors file", path.display()))?;
-    if !file.tensors().iter().any(|(_, t)| t.dtype() == Dtype::I8) {
-        drop(file);
-        let tensors = candle_core::safetensors::load_buffer(&bytes, device)
-            .with_context(|| format!("cannot read weights {}", path.display()))?;
+    let cannot = || format!("cannot read weights {}", path.display());
+    // A plain checkpoint is read as before (memory-mapped by candle); only a quantized one
+    // is read whole, to split its int8 tensors out.
+    if !holds_int8(path).with_context(cannot)? {
+        let tensors = candle_core::safetensors::load(path, device).with_context(cannot)?;
         return Ok((tensors, None));
     }
+    let bytes = std::fs::read(path).with_context(cannot)?;
+    let file = safetensors::SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{} is not a safetensors file", path.display()))?;
     let mut tensors = HashMap::new();
     let mut int8 = HashMap::new();
     for (name, view) in file.tensors() {
@@ -146,6 +147,26 @@ pub fn read_safetensors(
         int8.insert(module.to_string(), Arc::new(matrix));
     }
     Ok((tensors, Some(Int8Weights::loaded(int8))))
+}
+
+/// Whether a safetensors file holds any I8 tensor, from its header alone (8 bytes of
+/// length, then the JSON that names each tensor's dtype).
+fn holds_int8(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)?;
+    let len = u64::from_le_bytes(len);
+    // safetensors' own bound on a header's size.
+    if len > 100_000_000 {
+        bail!("a header of {len} bytes: not a safetensors file")
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header)?;
+    let header: serde_json::Value = serde_json::from_slice(&header)?;
+    Ok(header
+        .as_object()
+        .is_some_and(|m| m.values().any(|t| t["dtype"] == "I8")))
 }
 
 /// An F32 tensor of a quantized file (the only other type [`write_safetensors`] writes).
