@@ -94,6 +94,20 @@ impl Runtime {
     }
 }
 
+/// Runs `f` on one of rayon's worker threads, so that the kernels' parallel loops inside
+/// it fork and join within the pool. Called from any other thread (a program's main
+/// thread), every parallel loop hands its work to the pool and sleeps until it comes back:
+/// two context switches per op, more than the arithmetic of a batch-1 forward pass.
+/// Already on a worker, `f` runs in place.
+pub fn on_thread_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        return f();
+    }
+    let mut out = None;
+    rayon::scope(|_| out = Some(f()));
+    out.expect("rayon::scope runs its closure")
+}
+
 /// The process's peak resident memory so far (Linux's `VmHWM`), in bytes; None where the
 /// system does not say. On a GPU this is host memory only.
 pub fn peak_memory_bytes() -> Option<u64> {

@@ -265,3 +265,17 @@ fn existing_output_dir_is_not_overwritten_unless_asked() {
     assert!(!out.join("precious.txt").exists());
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+#[test]
+fn a_model_frozen_for_inference_is_refused_for_training() {
+    // Its linear layers would keep packed weights that the updates leave stale.
+    let out = temp_dir("frozen");
+    let recipe = sst2_recipe(&out, 16, 8);
+    let (model, task) = ClassificationData::prepare(&recipe, &Device::Cpu).unwrap();
+    let model = model.frozen();
+    let err = Trainer::new(recipe.training.clone(), &model, &task)
+        .start()
+        .err()
+        .expect("a frozen model must not train");
+    assert!(err.to_string().contains("frozen"), "{err}");
+}

@@ -36,6 +36,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     let device = args.device.open()?;
     let dir = ModelDir::open_with_base(&args.model_dir, args.base.as_deref())?;
     let model = Model::open(&dir, &device)?
+        .frozen()
         .into_kind::<dyn Encoder>()
         .map_err(|e| e.context(args.model_dir.display().to_string()))?;
     let mut tokenizer = TextTokenizer::from_dir(dir.tokenizer_dir())?;

@@ -86,7 +86,9 @@ fn run_perplexity(args: &EvalArgs, dir: &ModelDir, device: &candle_core::Device)
     use hone_core::model::CausalLm;
     use hone_core::tasks::pretrain::CausalLmData;
     use hone_core::training::TrainingData;
-    let model = Model::open(dir, device)?.into_kind::<dyn CausalLm>()?;
+    let model = Model::open(dir, device)?
+        .frozen()
+        .into_kind::<dyn CausalLm>()?;
     let block = args.max_length.min(model.net.config().max_positions());
     let tokenizer = TextTokenizer::from_dir(dir.tokenizer_dir())?;
     let data = CausalLmData::for_evaluation(
@@ -124,7 +126,9 @@ fn print_metrics(
 fn run_translation(args: &EvalArgs, dir: &ModelDir, device: &candle_core::Device) -> Result<()> {
     use hone_core::tasks::translation::{GenerationArgs, TranslationData, TranslationDataArgs};
     use hone_core::training::TrainingData;
-    let model = Model::open(dir, device)?.into_kind::<dyn Seq2SeqLm>()?;
+    let model = Model::open(dir, device)?
+        .frozen()
+        .into_kind::<dyn Seq2SeqLm>()?;
     let tokenizer = TextTokenizer::from_dir(dir.tokenizer_dir())?;
     let files = TranslationDataArgs {
         validation_source: args.target.as_ref().map(|_| args.data.clone()),

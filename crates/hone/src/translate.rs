@@ -69,6 +69,7 @@ pub fn run(args: TranslateArgs) -> Result<()> {
     let device = args.device.open()?;
     let dir = ModelDir::open_with_base(&args.model_dir, args.base.as_deref())?;
     let model = Model::open(&dir, &device)?
+        .frozen()
         .into_kind::<dyn Seq2SeqLm>()
         .map_err(|e| e.context(args.model_dir.display().to_string()))?;
     let tokenizer = TextTokenizer::from_dir(dir.tokenizer_dir())?;

@@ -60,6 +60,7 @@ impl TextClassificationPipeline {
         let limit = arch.max_positions();
         tokenizer.set_max_length(Some(tokenizer.max_length().map_or(limit, |m| m.min(limit))))?;
         let labels = model.head.labels().to_vec();
+        let model = model.frozen();
         Ok(Self {
             model,
             tokenizer,
@@ -82,7 +83,9 @@ impl TextClassificationPipeline {
         for chunk in order.chunks(batch_size.max(1)) {
             let refs: Vec<_> = chunk.iter().map(|&i| &encodings[i]).collect();
             let b = pad_batch(&refs, self.tokenizer.pad_id(), &self.model.device)?;
-            let logits = net.forward(&b.input_ids, &b.token_type_ids, &b.attention_mask)?;
+            let logits = crate::runtime::on_thread_pool(|| {
+                net.forward(&b.input_ids, &b.token_type_ids, &b.attention_mask)
+            })?;
             for (&i, row) in chunk
                 .iter()
                 .zip(logits.to_dtype(DType::F32)?.to_vec2::<f32>()?)

@@ -35,7 +35,8 @@ pub fn mean_pool(hidden: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> 
     summed.broadcast_div(&counts)
 }
 
-/// Embed `texts` in batches of `batch_size` with `model` (an encoder).
+/// Embed `texts` in batches of `batch_size` with `model` (an encoder). Batches hold texts
+/// of similar length (sorted), so that they pad little; the output follows the input.
 pub fn embed_texts(
     model: &Model<dyn Encoder>,
     tokenizer: &TextTokenizer,
@@ -43,18 +44,21 @@ pub fn embed_texts(
     pooling: Pooling,
     batch_size: usize,
 ) -> Result<Vec<Embedded>> {
-    let mut out = Vec::with_capacity(texts.len());
-    for chunk in texts.chunks(batch_size.max(1)) {
-        let pairs: Vec<(String, Option<String>)> =
-            chunk.iter().map(|t| (t.clone(), None)).collect();
-        let encodings = tokenizer.encode_batch(&pairs)?;
-        let refs: Vec<_> = encodings.iter().collect();
+    let pairs: Vec<(String, Option<String>)> = texts.iter().map(|t| (t.clone(), None)).collect();
+    let encodings = tokenizer.encode_batch(&pairs)?;
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| encodings[i].len());
+    let mut out: Vec<Option<Embedded>> = vec![None; texts.len()];
+    for chunk in order.chunks(batch_size.max(1)) {
+        let refs: Vec<_> = chunk.iter().map(|&i| &encodings[i]).collect();
         let batch = pad_batch(&refs, tokenizer.pad_id(), &model.device)?;
-        let o = model.net.encode(
-            &batch.input_ids,
-            &batch.token_type_ids,
-            &batch.attention_mask,
-        )?;
+        let o = crate::runtime::on_thread_pool(|| {
+            model.net.encode(
+                &batch.input_ids,
+                &batch.token_type_ids,
+                &batch.attention_mask,
+            )
+        })?;
         let pooled = match pooling {
             Pooling::Cls => o.sequence.narrow(1, 0, 1)?.squeeze(1)?,
             Pooling::Mean => mean_pool(&o.sequence, &batch.attention_mask)?,
@@ -63,14 +67,16 @@ pub fn embed_texts(
                 None => bail!("this model has no pooler weights; use --pooling mean or cls"),
             },
         };
-        let rows = pooled.to_vec2::<f32>()?;
-        for ((text, enc), embedding) in chunk.iter().zip(&encodings).zip(rows) {
-            out.push(Embedded {
-                text: text.clone(),
-                input_ids: enc.get_ids().to_vec(),
+        for (&i, embedding) in chunk.iter().zip(pooled.to_vec2::<f32>()?) {
+            out[i] = Some(Embedded {
+                text: texts[i].clone(),
+                input_ids: encodings[i].get_ids().to_vec(),
                 embedding,
             });
         }
     }
-    Ok(out)
+    Ok(out
+        .into_iter()
+        .map(|e| e.expect("every text embedded"))
+        .collect())
 }

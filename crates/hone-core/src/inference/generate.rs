@@ -322,7 +322,7 @@ fn forward(
 ) -> Result<Vec<f32>> {
     let t = input.len();
     let x = Tensor::from_slice(input, (1, t), model.device())?;
-    let logits = model.forward(&x, None, cache)?;
+    let logits = crate::runtime::on_thread_pool(|| model.forward(&x, None, cache))?;
     Ok(logits.i((0, t - 1))?.to_dtype(DType::F32)?.to_vec1()?)
 }
 

@@ -90,7 +90,7 @@ impl TokenClassificationPipeline {
         let max_length = max_length.min(arch.max_positions());
         let labels = model.head.labels().to_vec();
         Self {
-            model,
+            model: model.frozen(),
             tokenizer,
             labels,
             max_length,
@@ -107,15 +107,17 @@ impl TokenClassificationPipeline {
     ) -> Result<Vec<Vec<Option<WordPrediction>>>> {
         let ws = WindowedSentences::new(&self.tokenizer, sentences, self.max_length, self.stride)?;
         let all: Vec<usize> = (0..ws.windows.len()).collect();
-        let run = run_windows(
-            &*self.model.net,
-            &ws,
-            &all,
-            None,
-            batch_size,
-            self.tokenizer.pad_id(),
-            &self.model.device,
-        )?;
+        let run = crate::runtime::on_thread_pool(|| {
+            run_windows(
+                &*self.model.net,
+                &ws,
+                &all,
+                None,
+                batch_size,
+                self.tokenizer.pad_id(),
+                &self.model.device,
+            )
+        })?;
         Ok(word_predictions(&ws.merge(0..sentences.len(), &run.logits)))
     }
 

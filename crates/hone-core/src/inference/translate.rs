@@ -151,7 +151,7 @@ impl<'a> Decoder<'a> {
         use_cache: bool,
     ) -> Result<Self> {
         let b = input_ids.dim(0)?;
-        let states = model.encode(input_ids, mask)?;
+        let states = crate::runtime::on_thread_pool(|| model.encode(input_ids, mask))?;
         let rows: Vec<u32> = (0..b as u32)
             .flat_map(|i| std::iter::repeat_n(i, copies))
             .collect();
@@ -168,19 +168,21 @@ impl<'a> Decoder<'a> {
     fn next_log_probs(&mut self, seqs: &[Vec<u32>]) -> Result<Vec<Vec<f64>>> {
         let device = self.states.device().clone();
         let len = seqs[0].len();
-        let logits = match &mut self.cache {
-            Some(cache) => {
-                let last: Vec<u32> = seqs.iter().map(|s| s[len - 1]).collect();
-                let ids = Tensor::from_vec(last, (seqs.len(), 1), &device)?;
-                self.model
-                    .decode(&ids, &self.states, &self.mask, Some(cache))?
-            }
-            None => {
-                let ids = rows_tensor(seqs, &device)?;
-                let logits = self.model.decode(&ids, &self.states, &self.mask, None)?;
-                logits.narrow(1, len - 1, 1)?
-            }
-        };
+        let logits = crate::runtime::on_thread_pool(|| -> Result<Tensor> {
+            Ok(match &mut self.cache {
+                Some(cache) => {
+                    let last: Vec<u32> = seqs.iter().map(|s| s[len - 1]).collect();
+                    let ids = Tensor::from_vec(last, (seqs.len(), 1), &device)?;
+                    self.model
+                        .decode(&ids, &self.states, &self.mask, Some(cache))?
+                }
+                None => {
+                    let ids = rows_tensor(seqs, &device)?;
+                    let logits = self.model.decode(&ids, &self.states, &self.mask, None)?;
+                    logits.narrow(1, len - 1, 1)?
+                }
+            })
+        })?;
         let logits = logits.squeeze(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
         Ok(logits.iter().map(|row| log_softmax(row)).collect())
     }

@@ -434,6 +434,13 @@ fn check_adapter_fits(params: &ParamStore, lora: &LoraConfig, arch: &ArchConfig)
 }
 
 impl<N: ?Sized> Model<N> {
+    /// The model for inference only: its weights will not change, so its linear layers
+    /// may pack them once for the CPU GEMM ([`ModelMode::freeze`]). Training refuses it.
+    pub fn frozen(self) -> Self {
+        self.mode.freeze();
+        self
+    }
+
     /// Hugging Face's class name of this model (`BertForSequenceClassification`).
     pub fn class_name(&self) -> String {
         self.config.architecture.clone().unwrap_or_default()

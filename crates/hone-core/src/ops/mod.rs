@@ -18,6 +18,7 @@ mod loss;
 
 pub use attention::{attention, KeepMask, KvCache, Qkv};
 pub use cpu::int8::Int8Matrix;
+pub use cpu::packed::{Epilogue, PackedMatrix};
 pub use loss::{binary_cross_entropy_with_logits, cross_entropy, mse_loss, CrossEntropyOptions};
 
 use candle_core::{DType, Result, Tensor, D};
@@ -66,32 +67,78 @@ pub fn residual_add(x: &Tensor, h: &Tensor, keep: Option<&Tensor>) -> Result<Ten
     }
 }
 
+/// `y = epilogue(x W^T + b)` for `x [..., in]` and a weight packed once
+/// ([`PackedMatrix::pack`]); returns `[..., out]`. CPU f32 only; no gradient (inference:
+/// the packed copy does not follow the weight).
+pub fn linear_packed(
+    x: &Tensor,
+    w: &PackedMatrix,
+    bias: Option<&Tensor>,
+    epilogue: Epilogue,
+) -> Result<Tensor> {
+    inference_product(x, w.k, w.n, bias, "linear_packed", |x, m, bias, y| {
+        cpu::packed::matmul_packed(x, m, w, bias, epilogue, y)
+    })
+}
+
+/// `y = epilogue(x W^T + b)` with `W` in int8 (per output channel) and `x [..., in]` quantized per
+/// row as it comes, i32 accumulation (`cpu::int8`). CPU only; no gradient (inference).
+pub fn linear_int8(
+    x: &Tensor,
+    w: &Int8Matrix,
+    bias: Option<&Tensor>,
+    epilogue: Epilogue,
+) -> Result<Tensor> {
+    let x = x.to_dtype(DType::F32)?;
+    inference_product(&x, w.k, w.n, bias, "linear_int8", |x, m, bias, y| {
+        cpu::int8::matmul_int8(x, m, w, bias, epilogue, y)
+    })
+}
+
+/// Runs `product(x [m, k], m, bias, y [m, n])` on a CPU f32 input `[..., k]`, which must
+/// write all of `y`; returns `y` as `[..., n]`.
+fn inference_product(
+    x: &Tensor,
+    k: usize,
+    n: usize,
+    bias: Option<&Tensor>,
+    what: &str,
+    product: impl FnOnce(&[f32], usize, Option<&[f32]>, &mut [f32]),
+) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    if dims.last() != Some(&k) || x.dtype() != DType::F32 || !x.device().is_cpu() {
+        candle_core::bail!(
+            "{what}: input {dims:?} {:?} on {:?}; the weight takes f32 [.., {k}] on the CPU",
+            x.dtype(),
+            x.device(),
+        )
+    }
+    let m = x.elem_count() / k.max(1);
+    let bias = bias
+        .map(|b| b.to_dtype(DType::F32)?.to_vec1::<f32>())
+        .transpose()?;
+    let mut y = Vec::with_capacity(m * n);
+    cpu::with_f32(x, |x| {
+        // SAFETY: f32 has no invalid bit patterns, and `product` writes every element of
+        // `y` before anything reads it: the zero fill this saves is a pass over the output.
+        #[allow(clippy::uninit_vec)]
+        unsafe {
+            y.set_len(m * n)
+        };
+        product(x, m, bias.as_deref(), &mut y);
+        Ok(())
+    })?;
+    let mut out_dims = dims;
+    *out_dims.last_mut().expect("rank >= 1") = n;
+    Tensor::from_vec(y, out_dims, x.device())
+}
+
 /// `x W^T + b` for `x [..., in]` and a weight `[out, in]` (or `W + b` with a weight
 /// stored `[in, out]` when `weight_transposed`), with gradients for all inputs; returns
 /// `[..., out]`. On the CPU the bias is written first and the product accumulated onto it
 /// in one GEMM (leading dimensions fold into its rows), and the backward pass is two GEMMs
 /// on strided operands plus a column sum. With `autocast`, f32 operands go through the
 /// product in that dtype and the result comes back f32.
-/// `y = x W^T (+ b)` with `W` in int8 (per output channel) and `x [..., in]` quantized per
-/// row as it comes, i32 accumulation (`cpu::int8`). CPU only; no gradient (inference).
-pub fn linear_int8(x: &Tensor, w: &Int8Matrix, bias: Option<&Tensor>) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let k = *dims.last().unwrap_or(&0);
-    if k != w.k {
-        candle_core::bail!("linear_int8: input width {k}, weight takes {}", w.k)
-    }
-    let m = x.elem_count() / k.max(1);
-    let x32 = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    let bias = bias
-        .map(|b| b.to_dtype(DType::F32)?.to_vec1::<f32>())
-        .transpose()?;
-    let mut y = vec![0f32; m * w.n];
-    cpu::int8::matmul_int8(&x32, m, w, bias.as_deref(), &mut y);
-    let mut out_dims = dims;
-    *out_dims.last_mut().expect("rank >= 1") = w.n;
-    Tensor::from_vec(y, out_dims, x.device())
-}
-
 pub fn linear(
     x: &Tensor,
     weight: &Tensor,
@@ -163,6 +210,32 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
             .to_dtype(dtype)?;
         normed.broadcast_mul(weight)?.broadcast_add(bias)
     }
+}
+
+/// `LN(x + h)` (a post-LN residual connection without dropout) for inference: on the
+/// CPU one pass per row, with no gradient; elsewhere the two ops.
+pub fn residual_layer_norm_inference(
+    x: &Tensor,
+    h: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    if !(use_fused(x) && use_fused(h) && use_fused(weight) && use_fused(bias))
+        || x.dims() != h.dims()
+    {
+        return layer_norm(&residual_add(x, h, None)?, weight, bias, eps);
+    }
+    let y = cpu::with_f32(x, |xs| {
+        cpu::with_f32(h, |hs| {
+            cpu::with_f32(weight, |w| {
+                cpu::with_f32(bias, |b| {
+                    Ok(cpu::residual_layer_norm(xs, hs, w, b, eps as f32))
+                })
+            })
+        })
+    })?;
+    Tensor::from_vec(y, x.shape(), x.device())
 }
 
 /// GELU with the exact erf form, `x * Phi(x)` (BERT's `gelu`).

@@ -107,6 +107,16 @@ fn layer_norm_matches_composite_forward_and_backward() {
 }
 
 #[test]
+fn residual_layer_norm_matches_the_two_ops() {
+    // Rows across several parallel chunks (4096 / 29 rows each) and a tail.
+    let (x, h) = (randn(&[5, 61, 29], 6), randn(&[5, 61, 29], 7));
+    let (w, b) = (randn(&[29], 8), randn(&[29], 9));
+    let fused = residual_layer_norm_inference(&x, &h, &w, &b, 1e-12).unwrap();
+    let two = layer_norm(&(&x + &h).unwrap(), &w, &b, 1e-12).unwrap();
+    assert!(max_abs_diff(&fused, &two) < 1e-5);
+}
+
+#[test]
 fn gelu_kernels_match_candle() {
     let x = randn(&[5, 1001], 6);
     let (y1, g1) = grad_of(&x, gelu_erf);

@@ -35,7 +35,7 @@ impl TransformerBlock {
     ) -> Result<Tensor> {
         match self.order {
             ResidualOrder::PreLn => self.dropout.residual_add(x, &f(&norm.forward(x)?)?),
-            ResidualOrder::PostLn => norm.forward(&self.dropout.residual_add(x, &f(x)?)?),
+            ResidualOrder::PostLn => self.dropout.residual_norm(x, &f(x)?, norm),
         }
     }
 

@@ -1,6 +1,6 @@
 use candle_core::{DType, Device, Result, Tensor};
 
-use super::ModelMode;
+use super::{LayerNorm, ModelMode};
 use crate::ops::{self, KeepMask};
 
 /// Zeroes each element with probability `p` in training and scales the rest by 1/(1-p);
@@ -31,6 +31,15 @@ impl Dropout {
     pub fn residual_add(&self, x: &Tensor, h: &Tensor) -> Result<Tensor> {
         let keep = self.keep_mask(h.dims(), h.dtype(), h.device())?;
         ops::residual_add(x, h, keep.as_ref())
+    }
+
+    /// `norm(x + dropout(h))` (a post-LN residual connection); fused into one pass when
+    /// the model runs inference only.
+    pub fn residual_norm(&self, x: &Tensor, h: &Tensor, norm: &LayerNorm) -> Result<Tensor> {
+        match self.mode.is_inference_only() {
+            true => norm.forward_residual_inference(x, h),
+            false => norm.forward(&self.residual_add(x, h)?),
+        }
     }
 }
 

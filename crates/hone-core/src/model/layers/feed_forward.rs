@@ -93,7 +93,7 @@ impl FeedForward {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.act.forward(&self.up.forward(x)?)?;
+        let h = self.up.forward_activated(x, self.act)?;
         let h = match &self.inner_dropout {
             Some(d) => d.forward(&h)?,
             None => h,

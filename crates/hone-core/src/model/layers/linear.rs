@@ -1,11 +1,11 @@
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use super::{Dropout, ModelMode};
+use super::{Activation, Dropout, ModelMode};
 use crate::onnx;
-use crate::ops::Int8Matrix;
+use crate::ops::{Epilogue, Int8Matrix, PackedMatrix};
 
 /// `y = x W^T + b`, its product in the model's autocast dtype, plus a LoRA adapter's
 /// `(alpha / r) B A dropout(x)` when the model gives this layer one. Hugging Face's GPT-2
@@ -20,6 +20,9 @@ pub struct Linear {
     lora: Option<Lora>,
     /// The weight in int8 (a quantized model): the product runs in int8 on the CPU.
     int8: Option<Arc<Int8Matrix>>,
+    /// The weight packed for the CPU's inference GEMM, made on the first forward pass of
+    /// a frozen model ([`ModelMode::freeze`]).
+    packed: Arc<OnceLock<PackedMatrix>>,
     mode: ModelMode,
 }
 
@@ -97,6 +100,7 @@ impl Linear {
             stored_transposed: false,
             lora: None,
             int8: None,
+            packed: Arc::default(),
             mode: mode.clone(),
         }
     }
@@ -143,14 +147,36 @@ impl Linear {
 
     /// `x [..., in]` -> `[..., out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, Epilogue::None)
+    }
+
+    /// `act(x W^T + b)`: on the inference path GELU is applied as the product is stored,
+    /// so the `[..., out]` intermediate is written once.
+    pub fn forward_activated(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        let epilogue = match act {
+            Activation::Gelu => Epilogue::GeluErf,
+            Activation::GeluTanh => Epilogue::GeluTanh,
+            _ => Epilogue::None,
+        };
+        let fused = epilogue != Epilogue::None
+            && self.lora.is_none()
+            && (self.int8_for(x).is_some() || self.packed_for(x).is_some());
+        match fused {
+            true => self.forward_with(x, epilogue),
+            false => act.forward(&self.forward(x)?),
+        }
+    }
+
+    fn forward_with(&self, x: &Tensor, epilogue: Epilogue) -> Result<Tensor> {
         let autocast = self.mode.autocast();
         let t = self.stored_transposed;
-        let y = match &self.int8 {
+        let y = match self.int8_for(x) {
             // Inference only: the int8 product has no gradient.
-            Some(q) if x.device().is_cpu() && !self.mode.is_training() => {
-                crate::ops::linear_int8(x, q, self.bias.as_ref())?
-            }
-            _ => crate::ops::linear(x, &self.weight, self.bias.as_ref(), t, autocast)?,
+            Some(q) => crate::ops::linear_int8(x, q, self.bias.as_ref(), epilogue)?,
+            None => match self.packed_for(x) {
+                Some(packed) => crate::ops::linear_packed(x, packed, self.bias.as_ref(), epilogue)?,
+                None => crate::ops::linear(x, &self.weight, self.bias.as_ref(), t, autocast)?,
+            },
         };
         match &self.lora {
             None => Ok(y),
@@ -163,6 +189,36 @@ impl Linear {
                 y + h
             }
         }
+    }
+
+    /// The int8 weight, when this product may use it (inference on the CPU).
+    fn int8_for(&self, x: &Tensor) -> Option<&Int8Matrix> {
+        let usable = x.device().is_cpu() && !self.mode.is_training();
+        self.int8.as_deref().filter(|_| usable)
+    }
+
+    /// The packed weight, when this product may use it: a frozen model in evaluation
+    /// mode, f32 on the CPU without autocast (packed on first use).
+    fn packed_for(&self, x: &Tensor) -> Option<&PackedMatrix> {
+        let usable = x.device().is_cpu()
+            && x.dtype() == DType::F32
+            && self.weight.dtype() == DType::F32
+            && self.mode.is_inference_only()
+            && self.mode.autocast().is_none();
+        if !usable {
+            return None;
+        }
+        if let Some(p) = self.packed.get() {
+            return Some(p);
+        }
+        let (rows, cols) = self.weight.dims2().ok()?;
+        let (n, k) = match self.stored_transposed {
+            true => (cols, rows),
+            false => (rows, cols),
+        };
+        let w = self.weight.flatten_all().ok()?.to_vec1::<f32>().ok()?;
+        let t = self.stored_transposed;
+        Some(self.packed.get_or_init(|| PackedMatrix::pack(&w, n, k, t)))
     }
 
     /// The ONNX twin of [`Linear::forward`] at inference (no dropout): `x [..., in]` ->

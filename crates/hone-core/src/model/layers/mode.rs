@@ -28,6 +28,9 @@ struct ModeState {
     adapters: Option<Arc<Adapters>>,
     /// The linear layers' int8 weights (a quantized model, or one being quantized).
     int8: Option<Arc<Int8Weights>>,
+    /// The weights no longer change (an inference program): layers may keep derived
+    /// copies of them, such as the CPU GEMM's packed panels.
+    frozen: bool,
 }
 
 impl ModelMode {
@@ -42,12 +45,31 @@ impl ModelMode {
                 autocast: None,
                 adapters: None,
                 int8: None,
+                frozen: false,
             })),
         }
     }
 
     pub fn set_training(&self, training: bool) {
         self.inner.lock().expect("dropout state poisoned").training = training;
+    }
+
+    /// Promise that the weights no longer change, so that layers may keep derived copies
+    /// of them (packed for the CPU's inference GEMM). For inference programs: a frozen
+    /// model in evaluation mode computes no gradient for its weights.
+    pub fn freeze(&self) {
+        self.inner.lock().expect("dropout state poisoned").frozen = true;
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        self.inner.lock().expect("dropout state poisoned").frozen
+    }
+
+    /// Frozen and in evaluation mode: nothing wants a gradient, so layers may take the
+    /// inference kernels (packed weights, fused ops without a backward pass).
+    pub fn is_inference_only(&self) -> bool {
+        let s = self.inner.lock().expect("dropout state poisoned");
+        s.frozen && !s.training
     }
 
     pub fn is_training(&self) -> bool {

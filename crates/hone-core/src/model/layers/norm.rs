@@ -22,6 +22,11 @@ impl LayerNorm {
         crate::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 
+    /// `LN(x + h)` for inference (no gradient; see [`crate::ops::residual_layer_norm_inference`]).
+    pub fn forward_residual_inference(&self, x: &Tensor, h: &Tensor) -> Result<Tensor> {
+        crate::ops::residual_layer_norm_inference(x, h, &self.weight, &self.bias, self.eps)
+    }
+
     /// The ONNX twin of [`LayerNorm::forward`].
     pub fn onnx(&self, g: &mut onnx::Graph, x: &onnx::Value) -> Result<onnx::Value> {
         let (w, b) = (

@@ -15,7 +15,7 @@ const INV_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 
 #[inline(always)]
-fn gelu_value(x: f32, use_tanh: bool) -> f32 {
+pub(crate) fn gelu_value(x: f32, use_tanh: bool) -> f32 {
     if use_tanh {
         let t = tanh(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x));
         0.5 * x * (1.0 + t)

@@ -5,6 +5,8 @@
 
 use rayon::prelude::*;
 
+use super::packed::{apply, Epilogue};
+
 /// A weight `[n, k]` (`n` output channels) in int8, row-major, with one scale per row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Int8Matrix {
@@ -15,6 +17,8 @@ pub struct Int8Matrix {
     /// Per row, the sum of its int8 values: VNNI multiplies unsigned activations (the
     /// int8 ones plus 128), and 128 * row_sum takes the offset back out.
     row_sums: Vec<i32>,
+    /// The rows in VNNI's panels (when the CPU has VNNI): see [`vnni::pack`].
+    panels: Option<Vec<i8>>,
 }
 
 impl Int8Matrix {
@@ -26,12 +30,14 @@ impl Int8Matrix {
             .chunks(k.max(1))
             .map(|r| r.iter().map(|&v| v as i32).sum())
             .collect();
+        let panels = has_vnni().then(|| vnni::pack(&q, n, k));
         Self {
             q,
             scale,
             n,
             k,
             row_sums,
+            panels,
         }
     }
 
@@ -58,62 +64,78 @@ pub fn quantize_rows(x: &[f32], k: usize) -> (Vec<i8>, Vec<f32>) {
     let scale = x
         .chunks(k.max(1))
         .zip(q.chunks_mut(k.max(1)))
-        .map(|(row, out)| {
-            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let s = if max > 0.0 { max / 127.0 } else { 1.0 };
-            let inv = 1.0 / s;
-            for (o, &v) in out.iter_mut().zip(row) {
-                *o = (v * inv).round().clamp(-127.0, 127.0) as i8;
-            }
-            s
-        })
+        .map(|(row, out)| quantize_row(row, out))
         .collect();
     (q, scale)
 }
 
-/// `y [m, n] = x [m, k] W^T (+ bias)`, with `x` quantized per row here.
-pub fn matmul_int8(x: &[f32], m: usize, w: &Int8Matrix, bias: Option<&[f32]>, y: &mut [f32]) {
+/// One row as int8, `round(x / s)` with `s = max|x| / 127` (ties to even, as ONNX
+/// Runtime's quantizer rounds); returns `s` (1 for a zero row). Branch-free, so that it
+/// vectorises: per-lane maxima, and rounding that is one instruction.
+fn quantize_row(row: &[f32], out: &mut [i8]) -> f32 {
+    super::simd_dispatch!({
+        let mut lanes = [0f32; 16];
+        let mut chunks = row.chunks_exact(16);
+        for c in &mut chunks {
+            for (m, v) in lanes.iter_mut().zip(c) {
+                *m = m.max(v.abs());
+            }
+        }
+        let max = chunks
+            .remainder()
+            .iter()
+            .chain(&lanes)
+            .fold(0f32, |m, v| m.max(v.abs()));
+        let s = if max > 0.0 { max / 127.0 } else { 1.0 };
+        let inv = 1.0 / s;
+        // Adding 1.5 * 2^23 rounds to the nearest integer, ties to even, and leaves it in
+        // the low mantissa bits: integer bit operations, which vectorise (a float-to-int
+        // cast does not, for its saturation checks).
+        const ROUND: f32 = 12_582_912.0;
+        for (o, &v) in out.iter_mut().zip(row) {
+            let bits = ((v * inv).clamp(-127.0, 127.0) + ROUND).to_bits();
+            *o = bits.wrapping_sub(ROUND.to_bits()) as i8;
+        }
+        s
+    })
+}
+
+/// `y [m, n] = epilogue(x [m, k] W^T (+ bias))`, with `x` quantized per row here.
+pub fn matmul_int8(
+    x: &[f32],
+    m: usize,
+    w: &Int8Matrix,
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    y: &mut [f32],
+) {
     let (k, n) = (w.k, w.n);
     assert_eq!(x.len(), m * k);
     assert_eq!(y.len(), m * n);
+    if let Some(b) = bias {
+        assert_eq!(b.len(), n);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(panels) = &w.panels {
+        return vnni::matmul(x, m, w, panels, bias, epilogue, y);
+    }
     let (xq, xs) = quantize_rows(x, k);
-    // VNNI multiplies unsigned by signed bytes: the activations shifted by 128, once.
-    let xu: Vec<u8> = xq.iter().map(|&v| (v as i16 + 128) as u8).collect();
     let dot = Dot::select();
     let scaled =
         |i: usize, j: usize, acc: i32| acc as f32 * xs[i] * w.scale[j] + bias.map_or(0.0, |b| b[j]);
-    // Blocks of ROW_BLOCK rows in parallel. Within a block, four output channels at a
-    // time (4 k bytes of W, in L1) meet every row of the block, four rows at a time with
-    // VNNI: W is read once per block, not once per row.
+    // Blocks of ROW_BLOCK rows in parallel; within a block four output channels at a time
+    // (four rows of W, in L1) meet every row of the block.
     y.par_chunks_mut(n * ROW_BLOCK)
         .enumerate()
         .for_each(|(block, out)| {
             let first = block * ROW_BLOCK;
             let rows = out.len() / n;
             let a = |i: usize| &xq[(first + i) * k..(first + i + 1) * k];
-            let a_u8 = |i: usize| &xu[(first + i) * k..(first + i + 1) * k];
             let mut j = 0;
             while j + 4 <= n {
                 let w_rows = [0, 1, 2, 3].map(|r| &w.q[(j + r) * k..(j + r + 1) * k]);
-                let sums = &w.row_sums[j..j + 4];
-                let mut i = 0;
-                #[cfg(target_arch = "x86_64")]
-                if dot == Dot::Vnni512 {
-                    while i + 4 <= rows {
-                        // SAFETY: Vnni512 is selected only when the CPU has VNNI.
-                        let acc =
-                            unsafe { dot4x4_vnni512([0, 1, 2, 3].map(|t| a_u8(i + t)), w_rows) };
-                        for t in 0..4 {
-                            for r in 0..4 {
-                                let v = acc[t][r] - 128 * sums[r];
-                                out[(i + t) * n + j + r] = scaled(first + i + t, j + r, v);
-                            }
-                        }
-                        i += 4;
-                    }
-                }
-                for i in i..rows {
-                    let acc = dot.run4(a(i), a_u8(i), w_rows, sums);
+                for i in 0..rows {
+                    let acc = w_rows.map(|b| dot.run(a(i), b));
                     for r in 0..4 {
                         out[i * n + j + r] = scaled(first + i, j + r, acc[r]);
                     }
@@ -123,21 +145,33 @@ pub fn matmul_int8(x: &[f32], m: usize, w: &Int8Matrix, bias: Option<&[f32]>, y:
             for jj in j..n {
                 let b = &w.q[jj * k..(jj + 1) * k];
                 for i in 0..rows {
-                    let acc = dot.run(a(i), a_u8(i), b, w.row_sums[jj]);
-                    out[i * n + jj] = scaled(first + i, jj, acc);
+                    out[i * n + jj] = scaled(first + i, jj, dot.run(a(i), b));
                 }
             }
+            apply(epilogue, rows, n, out.as_mut_ptr(), n);
         });
 }
 
-/// Rows of the input per parallel task of [`matmul_int8`].
+/// Rows of the input per parallel task of [`matmul_int8`] without VNNI.
 const ROW_BLOCK: usize = 16;
 
-/// The int8 dot product, by what the CPU offers.
+fn has_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static VNNI: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+            is_x86_feature_detected!("avx512vnni")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512f")
+        });
+        *VNNI
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The int8 dot product on CPUs without VNNI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dot {
-    #[cfg(target_arch = "x86_64")]
-    Vnni512,
     #[cfg(target_arch = "x86_64")]
     Avx2,
     Scalar,
@@ -146,46 +180,20 @@ enum Dot {
 impl Dot {
     fn select() -> Self {
         #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512bw") {
-                return Dot::Vnni512;
-            }
-            if is_x86_feature_detected!("avx2") {
-                return Dot::Avx2;
-            }
+        if is_x86_feature_detected!("avx2") {
+            return Dot::Avx2;
         }
         Dot::Scalar
     }
 
-    /// `sum a_i b_i`; `a_u8` is `a + 128` and `b_sum` is `sum b_i` (for VNNI).
+    /// `sum a_i b_i`.
     #[inline]
-    fn run(self, a: &[i8], a_u8: &[u8], b: &[i8], b_sum: i32) -> i32 {
+    fn run(self, a: &[i8], b: &[i8]) -> i32 {
         match self {
-            // SAFETY: selected only when the CPU has these features.
-            #[cfg(target_arch = "x86_64")]
-            Dot::Vnni512 => unsafe { dot_vnni512(a_u8, b) - 128 * b_sum },
+            // SAFETY: selected only when the CPU has AVX2.
             #[cfg(target_arch = "x86_64")]
             Dot::Avx2 => unsafe { dot_avx2(a, b) },
-            Dot::Scalar => {
-                let _ = (a_u8, b_sum);
-                dot_scalar(a, b)
-            }
-        }
-    }
-}
-
-impl Dot {
-    /// [`Dot::run`] against four rows of `b` at once (VNNI shares the loads of `a`).
-    #[inline]
-    fn run4(self, a: &[i8], a_u8: &[u8], b: [&[i8]; 4], b_sums: &[i32]) -> [i32; 4] {
-        match self {
-            // SAFETY: selected only when the CPU has these features.
-            #[cfg(target_arch = "x86_64")]
-            Dot::Vnni512 => {
-                let acc = unsafe { dot4_vnni512(a_u8, b) };
-                [0, 1, 2, 3].map(|r| acc[r] - 128 * b_sums[r])
-            }
-            _ => [0, 1, 2, 3].map(|r| self.run(a, a_u8, b[r], b_sums[r])),
+            Dot::Scalar => dot_scalar(a, b),
         }
     }
 }
@@ -194,82 +202,167 @@ fn dot_scalar(a: &[i8], b: &[i8]) -> i32 {
     a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
 }
 
-/// `sum a_i b_i` over unsigned `a` and signed `b`, 64 pairs per VNNI instruction.
+/// The VNNI GEMM: W packed once in panels of NR output channels, `[k / 4][NR][4]` bytes,
+/// so that one `vpdpbusd` adds four products into each of 16 channels' i32 sums (no
+/// horizontal sums); the activations, quantized per row and shifted by 128 to unsigned,
+/// packed per call as `[k / 4][MR]` words of four bytes and broadcast. The tasks and
+/// tiles are the f32 GEMM's ([`super::packed`]).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn dot_vnni512(a: &[u8], b: &[i8]) -> i32 {
+mod vnni {
     use std::arch::x86_64::*;
-    let n = a.len() / 64 * 64;
-    let mut acc = _mm512_setzero_si512();
-    let mut i = 0;
-    while i < n {
-        let va = _mm512_loadu_si512(a.as_ptr().add(i) as *const _);
-        let vb = _mm512_loadu_si512(b.as_ptr().add(i) as *const _);
-        acc = _mm512_dpbusd_epi32(acc, va, vb);
-        i += 64;
-    }
-    let mut sum = _mm512_reduce_add_epi32(acc);
-    for j in n..a.len() {
-        sum += a[j] as i32 * b[j] as i32;
-    }
-    sum
-}
 
-/// [`dot_vnni512`] of `a` with four rows at once: one load of `a` feeds four products.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn dot4_vnni512(a: &[u8], b: [&[i8]; 4]) -> [i32; 4] {
-    use std::arch::x86_64::*;
-    let n = a.len() / 64 * 64;
-    let mut acc = [_mm512_setzero_si512(); 4];
-    let mut i = 0;
-    while i < n {
-        let va = _mm512_loadu_si512(a.as_ptr().add(i) as *const _);
-        for r in 0..4 {
-            let vb = _mm512_loadu_si512(b[r].as_ptr().add(i) as *const _);
-            acc[r] = _mm512_dpbusd_epi32(acc[r], va, vb);
-        }
-        i += 64;
-    }
-    let mut sums = acc.map(|v| _mm512_reduce_add_epi32(v));
-    for (r, sum) in sums.iter_mut().enumerate() {
-        for j in n..a.len() {
-            *sum += a[j] as i32 * b[r][j] as i32;
-        }
-    }
-    sums
-}
+    use super::super::packed::{apply, for_each_task, Epilogue, SharedOut, MR, NR};
+    use super::{quantize_row, Int8Matrix};
 
-/// Four rows of `a` against four rows of `b`: `acc[t][r] = sum a_t b_r` (unsigned by
-/// signed), sixteen accumulators, each load used four times.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn dot4x4_vnni512(a: [&[u8]; 4], b: [&[i8]; 4]) -> [[i32; 4]; 4] {
-    use std::arch::x86_64::*;
-    let len = a[0].len();
-    let n = len / 64 * 64;
-    let mut acc = [[_mm512_setzero_si512(); 4]; 4];
-    let mut i = 0;
-    while i < n {
-        let vb = [0, 1, 2, 3].map(|r| _mm512_loadu_si512(b[r].as_ptr().add(i) as *const _));
-        for t in 0..4 {
-            let va = _mm512_loadu_si512(a[t].as_ptr().add(i) as *const _);
-            for r in 0..4 {
-                acc[t][r] = _mm512_dpbusd_epi32(acc[t][r], va, vb[r]);
+    /// `q [n, k]` row-major -> panels `[k4][NR][4]` (`k4 = ceil(k / 4)`), zero-padded in
+    /// `k` and in the last panel's channels (zero weights add nothing).
+    pub(super) fn pack(q: &[i8], n: usize, k: usize) -> Vec<i8> {
+        let k4 = k.div_ceil(4);
+        let mut out = vec![0i8; n.div_ceil(NR) * k4 * NR * 4];
+        for j in 0..n {
+            let (p, c) = (j / NR, j % NR);
+            let panel = &mut out[p * k4 * NR * 4..(p + 1) * k4 * NR * 4];
+            for (kk, &v) in q[j * k..(j + 1) * k].iter().enumerate() {
+                panel[(kk / 4) * NR * 4 + c * 4 + kk % 4] = v;
             }
         }
-        i += 64;
+        out
     }
-    let mut out = [[0i32; 4]; 4];
-    for t in 0..4 {
-        for r in 0..4 {
-            out[t][r] = _mm512_reduce_add_epi32(acc[t][r]);
-            for j in n..len {
-                out[t][r] += a[t][j] as i32 * b[r][j] as i32;
+
+    thread_local! {
+        /// Each thread's quantized, packed input rows and their scales, reused across calls.
+        static ROWS: std::cell::RefCell<(Vec<u32>, Vec<f32>)> =
+            const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    }
+
+    pub(super) fn matmul(
+        x: &[f32],
+        m: usize,
+        w: &Int8Matrix,
+        panels: &[i8],
+        bias: Option<&[f32]>,
+        epilogue: Epilogue,
+        y: &mut [f32],
+    ) {
+        let (n, k) = (w.n, w.k);
+        let k4 = k.div_ceil(4);
+        let task = |rows: std::ops::Range<usize>, ps: std::ops::Range<usize>, out: SharedOut| {
+            ROWS.with_borrow_mut(|(a, xs)| {
+                pack_rows(&x[rows.start * k..rows.end * k], k, a, xs);
+                for p in ps {
+                    let cols = p * NR..((p + 1) * NR).min(n);
+                    let panel = &panels[p * k4 * NR * 4..(p + 1) * k4 * NR * 4];
+                    for (b, r0) in (rows.start..rows.end).step_by(MR).enumerate() {
+                        let r = MR.min(rows.end - r0);
+                        let tile = Tile {
+                            a: &a[b * k4 * MR..(b + 1) * k4 * MR],
+                            x_scale: &xs[b * MR..b * MR + r],
+                            panel,
+                            w_scale: &w.scale[cols.clone()],
+                            w_sums: &w.row_sums[cols.clone()],
+                            bias: bias.map(|b| &b[cols.clone()]),
+                        };
+                        // SAFETY: the CPU has VNNI (the panels exist only then); the
+                        // slices hold what `tile` reads (k4 MR words, k4 NR 4 bytes, r
+                        // scales, cols channels); the r x cols tile lies in the task's
+                        // own part of `y`.
+                        let at = unsafe { out.at(r0 * n + cols.start) };
+                        // SAFETY: as above.
+                        unsafe { tile.run(k4, at, n) };
+                        apply(epilogue, r, cols.len(), at, n);
+                    }
+                }
+            });
+        };
+        for_each_task(m, n, k, y, task);
+    }
+
+    /// Rows `x [rows, k]` quantized per row, shifted to unsigned, in blocks of MR rows
+    /// `[k4][MR]` of four-byte words; their scales. A tail block's padding rows keep
+    /// stale values (never stored); the padding bytes past `k` meet zero weights.
+    fn pack_rows(x: &[f32], k: usize, a: &mut Vec<u32>, xs: &mut Vec<f32>) {
+        let rows = x.len() / k.max(1);
+        let k4 = k.div_ceil(4);
+        let blocks = rows.div_ceil(MR);
+        a.resize(blocks * k4 * MR, 0);
+        xs.resize(blocks * MR, 1.0);
+        // One block's rows quantized side by side, then interleaved word by word, so
+        // that the packed block is written in order.
+        let mut q = vec![0i8; MR * k4 * 4];
+        for (b, block) in a.chunks_exact_mut(k4 * MR).enumerate() {
+            let r = MR.min(rows - b * MR);
+            for i in 0..r {
+                let row = &x[(b * MR + i) * k..(b * MR + i + 1) * k];
+                xs[b * MR + i] = quantize_row(row, &mut q[i * k4 * 4..i * k4 * 4 + k]);
+            }
+            for (g, dst) in block.chunks_exact_mut(MR).enumerate() {
+                for (i, d) in dst[..r].iter_mut().enumerate() {
+                    let word = &q[i * k4 * 4 + g * 4..i * k4 * 4 + g * 4 + 4];
+                    // The int8 values plus 128, as unsigned bytes: the sign bit flipped.
+                    let bytes = [0, 1, 2, 3].map(|t| (word[t] as u8) ^ 0x80);
+                    *d = u32::from_le_bytes(bytes);
+                }
             }
         }
     }
-    out
+
+    /// One output tile's operands.
+    struct Tile<'a> {
+        a: &'a [u32],
+        x_scale: &'a [f32],
+        panel: &'a [i8],
+        w_scale: &'a [f32],
+        w_sums: &'a [i32],
+        bias: Option<&'a [f32]>,
+    }
+
+    impl Tile<'_> {
+        /// `out[i][j] = (sum_k (x_ik + 128) w_jk - 128 sum_k w_jk) xs_i ws_j + b_j`.
+        ///
+        /// # Safety
+        /// The CPU must have AVX-512F/BW and VNNI; `a` holds `k4 MR` words, `panel` `k4 NR
+        /// 4` bytes; `out` holds `x_scale.len()` rows of `w_scale.len()` floats at `ldc`.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+        unsafe fn run(&self, k4: usize, out: *mut f32, ldc: usize) {
+            let cols = self.w_scale.len();
+            debug_assert!(self.a.len() >= k4 * MR && self.panel.len() >= k4 * NR * 4);
+            let mask = |from: usize| -> __mmask16 {
+                let n = cols.saturating_sub(from).min(16);
+                ((1u32 << n) - 1) as __mmask16
+            };
+            let masks = [mask(0), mask(16)];
+            let (a, b) = (self.a.as_ptr(), self.panel.as_ptr());
+            let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+            for g in 0..k4 {
+                let b0 = _mm512_loadu_si512(b.add(g * NR * 4) as *const _);
+                let b1 = _mm512_loadu_si512(b.add(g * NR * 4 + 64) as *const _);
+                let ag = a.add(g * MR);
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_epi32(*ag.add(r) as i32);
+                    row[0] = _mm512_dpbusd_epi32(row[0], av, b0);
+                    row[1] = _mm512_dpbusd_epi32(row[1], av, b1);
+                }
+            }
+            for h in 0..2 {
+                let m = masks[h];
+                let at = 16 * h;
+                let offset = _mm512_slli_epi32::<7>(_mm512_maskz_loadu_epi32(
+                    m,
+                    self.w_sums.as_ptr().add(at) as *const _,
+                ));
+                let ws = _mm512_maskz_loadu_ps(m, self.w_scale.as_ptr().add(at));
+                let bias = match self.bias {
+                    Some(bias) => _mm512_maskz_loadu_ps(m, bias.as_ptr().add(at)),
+                    None => _mm512_setzero_ps(),
+                };
+                for (i, &xs) in self.x_scale.iter().enumerate() {
+                    let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][h], offset));
+                    let v = _mm512_fmadd_ps(v, _mm512_mul_ps(_mm512_set1_ps(xs), ws), bias);
+                    _mm512_mask_storeu_ps(out.add(i * ldc + at), m, v);
+                }
+            }
+        }
+    }
 }
 
 /// `sum a_i b_i` over signed bytes widened to i16, 16 pairs per `madd`.
@@ -314,23 +407,28 @@ mod tests {
         for k in [1, 15, 64, 100, 384, 1536] {
             let a: Vec<i8> = (0..k).map(|i| (i * 37 % 255 - 127) as i8).collect();
             let b: Vec<i8> = (0..k).map(|i| (i * 91 % 255 - 127) as i8).collect();
-            let a_u8: Vec<u8> = a.iter().map(|&v| (v as i16 + 128) as u8).collect();
-            let b_sum: i32 = b.iter().map(|&v| v as i32).sum();
             let expected = dot_scalar(&a, &b);
             let dot = Dot::select();
-            assert_eq!(dot.run(&a, &a_u8, &b, b_sum), expected, "{dot:?}, k {k}");
-            let a_sum: i32 = a.iter().map(|&v| v as i32).sum();
-            let four = dot.run4(&a, &a_u8, [&b, &a, &b, &a], &[b_sum, a_sum, b_sum, a_sum]);
-            let square = dot_scalar(&a, &a);
-            assert_eq!(
-                four,
-                [expected, square, expected, square],
-                "{dot:?} x4, k {k}"
-            );
-            #[cfg(target_arch = "x86_64")]
-            if is_x86_feature_detected!("avx2") {
-                assert_eq!(Dot::Avx2.run(&a, &a_u8, &b, b_sum), expected, "avx2, k {k}");
-            }
+            assert_eq!(dot.run(&a, &b), expected, "{dot:?}, k {k}");
+        }
+    }
+
+    #[test]
+    fn vnni_and_portable_products_agree_exactly() {
+        // Both sum the same i32 products exactly; only the final scaling rounds. Rows and
+        // channels with tails (13 rows: a micro-block and one; 70 channels: a partial
+        // panel; k = 130: not a multiple of 4).
+        let (m, k, n) = (13, 130, 70);
+        let x = values(m * k, 5);
+        let mut w = Int8Matrix::quantize(&values(n * k, 6), n, k);
+        let bias = values(n, 7);
+        let mut fast = vec![0f32; m * n];
+        matmul_int8(&x, m, &w, Some(&bias), Epilogue::GeluErf, &mut fast);
+        w.panels = None;
+        let mut portable = vec![0f32; m * n];
+        matmul_int8(&x, m, &w, Some(&bias), Epilogue::GeluErf, &mut portable);
+        for (i, (a, b)) in fast.iter().zip(&portable).enumerate() {
+            assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{i}: {a} vs {b}");
         }
     }
 
@@ -363,7 +461,7 @@ mod tests {
         let w = Int8Matrix::quantize(&values(n * k, 3), n, k);
         let bias = values(n, 4);
         let mut y = vec![0f32; m * n];
-        matmul_int8(&x, m, &w, Some(&bias), &mut y);
+        matmul_int8(&x, m, &w, Some(&bias), Epilogue::None, &mut y);
         let (xq, xs) = quantize_rows(&x, k);
         let wd = w.dequantize();
         for i in 0..m {

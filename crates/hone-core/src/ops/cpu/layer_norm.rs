@@ -97,6 +97,41 @@ impl CustomOp3 for LayerNorm {
     }
 }
 
+/// `y = LN(x + h)` row by row in one pass over the inputs (inference: no gradient).
+pub(crate) fn residual_layer_norm(
+    x: &[f32],
+    h: &[f32],
+    w: &[f32],
+    b: &[f32],
+    eps: f32,
+) -> Vec<f32> {
+    let n = w.len();
+    assert!(n > 0 && b.len() == n && x.len() == h.len() && x.len().is_multiple_of(n));
+    let mut y: Vec<f32> = vec![0f32; x.len()];
+    let chunk_rows = (ELEMWISE_CHUNK / n).max(1);
+    y.par_chunks_mut(n * chunk_rows)
+        .zip(
+            x.par_chunks(n * chunk_rows)
+                .zip(h.par_chunks(n * chunk_rows)),
+        )
+        .for_each(|(y, (x, h))| {
+            simd_dispatch!(for ((y, x), h) in y
+                .chunks_exact_mut(n)
+                .zip(x.chunks_exact(n))
+                .zip(h.chunks_exact(n))
+            {
+                for ((y, &x), &h) in y.iter_mut().zip(x).zip(h) {
+                    *y = x + h;
+                }
+                let (mean, rstd) = row_stats(y, eps);
+                for ((y, &w), &b) in y.iter_mut().zip(w).zip(b) {
+                    *y = (*y - mean) * rstd * w + b;
+                }
+            })
+        });
+    y
+}
+
 /// Gradients of LayerNorm: with xhat = (x - mean) * rstd and g = dy * w,
 /// dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), dw = sum(dy * xhat), db = sum(dy).
 fn layer_norm_backward(

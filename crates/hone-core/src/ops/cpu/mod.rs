@@ -8,6 +8,7 @@ mod gelu;
 pub(crate) mod int8;
 mod layer_norm;
 mod linear;
+pub(crate) mod packed;
 mod residual;
 mod simd;
 mod softmax;

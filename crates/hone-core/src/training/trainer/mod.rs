@@ -180,6 +180,10 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
         if self.micro_batches_per_epoch() == 0 {
             bail!("no training examples")
         }
+        if self.model.mode.is_frozen() {
+            // Its layers keep packed copies of the weights that an update would leave stale.
+            bail!("the model was frozen for inference (Model::frozen); load it with Model::load_for to train it")
+        }
         let run = Run {
             state: TrainerState {
                 grad_scaler: (precision == Precision::Fp16).then(GradScaler::default),
