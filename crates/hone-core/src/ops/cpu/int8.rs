@@ -210,8 +210,9 @@ fn dot_scalar(a: &[i8], b: &[i8]) -> i32 {
 #[cfg(target_arch = "x86_64")]
 mod vnni {
     use std::arch::x86_64::*;
+    use std::ops::Range;
 
-    use super::super::packed::{apply, for_each_task, Epilogue, SharedOut, MR, NR};
+    use super::super::packed::{apply, for_each_task, Epilogue, SharedOut, MC, MR, NR};
     use super::{quantize_row, Int8Matrix};
 
     /// `q [n, k]` row-major -> panels `[k4][NR][4]` (`k4 = ceil(k / 4)`), zero-padded in
@@ -230,7 +231,8 @@ mod vnni {
     }
 
     thread_local! {
-        /// Each thread's quantized, packed input rows and their scales, reused across calls.
+        /// The calling thread's quantized, packed input rows and their scales, reused
+        /// across calls (taken out for a call, so that a nested call finds it empty).
         static ROWS: std::cell::RefCell<(Vec<u32>, Vec<f32>)> =
             const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
     }
@@ -246,14 +248,20 @@ mod vnni {
     ) {
         let (n, k) = (w.n, w.k);
         let k4 = k.div_ceil(4);
-        let task = |rows: std::ops::Range<usize>, ps: std::ops::Range<usize>, out: SharedOut| {
-            ROWS.with_borrow_mut(|(a, xs)| {
-                pack_rows(&x[rows.start * k..rows.end * k], k, a, xs);
+        // As in the f32 GEMM: a few rows are quantized and packed once, up front, for the
+        // tasks that split the panels; more rows by the task that owns them.
+        let shared = (m <= MC).then(|| {
+            let mut rows = ROWS.with_borrow_mut(std::mem::take);
+            pack_rows(x, k, &mut rows.0, &mut rows.1);
+            rows
+        });
+        let tiles =
+            |a: &[u32], xs: &[f32], rows: Range<usize>, ps: Range<usize>, out: SharedOut| {
                 for p in ps {
                     let cols = p * NR..((p + 1) * NR).min(n);
                     let panel = &panels[p * k4 * NR * 4..(p + 1) * k4 * NR * 4];
-                    for (b, r0) in (rows.start..rows.end).step_by(MR).enumerate() {
-                        let r = MR.min(rows.end - r0);
+                    for r0 in (rows.start..rows.end).step_by(MR) {
+                        let (b, r) = ((r0 - rows.start) / MR, MR.min(rows.end - r0));
                         let tile = Tile {
                             a: &a[b * k4 * MR..(b + 1) * k4 * MR],
                             x_scale: &xs[b * MR..b * MR + r],
@@ -262,19 +270,29 @@ mod vnni {
                             w_sums: &w.row_sums[cols.clone()],
                             bias: bias.map(|b| &b[cols.clone()]),
                         };
-                        // SAFETY: the CPU has VNNI (the panels exist only then); the
-                        // slices hold what `tile` reads (k4 MR words, k4 NR 4 bytes, r
-                        // scales, cols channels); the r x cols tile lies in the task's
-                        // own part of `y`.
+                        // SAFETY: the r x cols tile lies in the task's own part of `y`.
                         let at = unsafe { out.at(r0 * n + cols.start) };
-                        // SAFETY: as above.
+                        // SAFETY: the CPU has VNNI (the panels exist only then); the slices
+                        // hold what `tile` reads (k4 MR words, k4 NR 4 bytes, r scales, cols
+                        // channels); `at` holds r rows of cols floats at stride n.
                         unsafe { tile.run(k4, at, n) };
                         apply(epilogue, r, cols.len(), at, n);
                     }
                 }
-            });
+            };
+        let task = |rows: Range<usize>, ps: Range<usize>, out: SharedOut| match &shared {
+            // One row chunk: `rows` starts at 0.
+            Some((a, xs)) => tiles(a, xs, rows, ps, out),
+            None => ROWS.with_borrow_mut(|(a, xs)| {
+                // Serial (MC rows): no other task can run on this thread while held.
+                pack_rows(&x[rows.start * k..rows.end * k], k, a, xs);
+                tiles(a, xs, rows, ps, out)
+            }),
         };
         for_each_task(m, n, k, y, task);
+        if let Some(rows) = shared {
+            ROWS.with_borrow_mut(|r| *r = rows);
+        }
     }
 
     /// Rows `x [rows, k]` quantized per row, shifted to unsigned, in blocks of MR rows
@@ -286,14 +304,18 @@ mod vnni {
         let blocks = rows.div_ceil(MR);
         a.resize(blocks * k4 * MR, 0);
         xs.resize(blocks * MR, 1.0);
-        // One block's rows quantized side by side, then interleaved word by word, so
-        // that the packed block is written in order.
+        if k == 0 {
+            return;
+        }
+        let blocks = a.chunks_exact_mut(k4 * MR).zip(xs.chunks_exact_mut(MR));
         let mut q = vec![0i8; MR * k4 * 4];
-        for (b, block) in a.chunks_exact_mut(k4 * MR).enumerate() {
+        for (b, (block, scales)) in blocks.enumerate() {
             let r = MR.min(rows - b * MR);
-            for i in 0..r {
+            // The block's rows quantized side by side, then interleaved word by word, so
+            // that the packed block is written in order.
+            for (i, scale) in scales.iter_mut().enumerate().take(r) {
                 let row = &x[(b * MR + i) * k..(b * MR + i + 1) * k];
-                xs[b * MR + i] = quantize_row(row, &mut q[i * k4 * 4..i * k4 * 4 + k]);
+                *scale = quantize_row(row, &mut q[i * k4 * 4..i * k4 * 4 + k]);
             }
             for (g, dst) in block.chunks_exact_mut(MR).enumerate() {
                 for (i, d) in dst[..r].iter_mut().enumerate() {
