@@ -10,26 +10,7 @@ use hone_core::inference::embed::mean_pool;
 use hone_core::model::{Encoder, Head, Model, ModelDir, SequenceClassifier};
 use hone_core::ops::softmax_last_dim;
 use hone_core::runtime::on_thread_pool;
-use hone_core::tokenization::{pad_batch, pad_ids, TextTokenizer};
-
-/// Probabilities `[rows][labels]` of `model` on a right-padded batch of `texts`.
-fn probabilities(
-    model: &Model<dyn SequenceClassifier>,
-    tok: &TextTokenizer,
-    texts: &[String],
-) -> Vec<Vec<f32>> {
-    let pairs: Vec<(String, Option<String>)> = texts.iter().map(|t| (t.clone(), None)).collect();
-    let enc = tok.encode_batch(&pairs).unwrap();
-    let refs: Vec<_> = enc.iter().collect();
-    let b = pad_batch(&refs, tok.pad_id(), &Device::Cpu).unwrap();
-    let logits = on_thread_pool(|| {
-        model
-            .net
-            .forward(&b.input_ids, &b.token_type_ids, &b.attention_mask)
-    })
-    .unwrap();
-    softmax_last_dim(&logits).unwrap().to_vec2().unwrap()
-}
+use hone_core::tokenization::{pad_ids, TextTokenizer};
 
 fn assert_rows_close(got: &[Vec<f32>], want: &serde_json::Value, tol: f32, what: &str) {
     let want = want.as_array().unwrap();
@@ -134,7 +115,7 @@ fn frozen_peft_adapter_matches_peft_unmerged() {
     let mut tok = TextTokenizer::from_dir(dir.tokenizer_dir()).unwrap();
     tok.set_max_length(Some(fx["max_length"].as_u64().unwrap() as usize))
         .unwrap();
-    let probs = probabilities(&model, &tok, &texts(&fx));
+    let probs = classifier_probabilities(&model, &tok, &texts(&fx));
     assert_rows_close(&probs, &fx["probabilities_unmerged"], 1e-5, "unmerged");
 }
 

@@ -9,28 +9,11 @@ use candle_core::{Device, Tensor};
 use common::*;
 use hone_core::model::adapter::from_peft_name;
 use hone_core::model::{Head, Model, ModelDir, SequenceClassifier};
-use hone_core::ops::{softmax_last_dim, CrossEntropyOptions};
+use hone_core::ops::CrossEntropyOptions;
 use hone_core::tokenization::{pad_batch, TextTokenizer};
 
 fn adapter_dir() -> ModelDir {
     ModelDir::open_with_base(&fixture("lora-minilm-sst2"), Some(&minilm_dir())).unwrap()
-}
-
-/// Probabilities `[rows][2]` of `model` on `texts`, truncated at `max_length`.
-fn probabilities(
-    model: &Model<dyn SequenceClassifier>,
-    tok: &TextTokenizer,
-    texts: &[String],
-) -> Vec<Vec<f32>> {
-    let pairs: Vec<(String, Option<String>)> = texts.iter().map(|t| (t.clone(), None)).collect();
-    let enc = tok.encode_batch(&pairs).unwrap();
-    let refs: Vec<_> = enc.iter().collect();
-    let b = pad_batch(&refs, tok.pad_id(), &Device::Cpu).unwrap();
-    let logits = model
-        .net
-        .forward(&b.input_ids, &b.token_type_ids, &b.attention_mask)
-        .unwrap();
-    softmax_last_dim(&logits).unwrap().to_vec2().unwrap()
 }
 
 fn assert_close(got: &[Vec<f32>], want: &serde_json::Value, what: &str) {
@@ -57,7 +40,7 @@ fn peft_adapter_loads_merges_and_trains_as_peft() {
         .map(|t| t.as_str().unwrap().to_string())
         .collect();
     assert_close(
-        &probabilities(&model, &tok, &texts),
+        &classifier_probabilities(&model, &tok, &texts),
         &fx["probabilities_unmerged"],
         "unmerged",
     );
@@ -90,7 +73,7 @@ fn peft_adapter_loads_merges_and_trains_as_peft() {
         .iter()
         .all(|(n, _)| !n.contains("lora_")));
     assert_close(
-        &probabilities(&merged, &tok, &texts),
+        &classifier_probabilities(&merged, &tok, &texts),
         &fx["probabilities_merged"],
         "merged",
     );

@@ -143,3 +143,26 @@ pub fn assert_grad_norms(
         "the fixture lists parameters the model does not have"
     );
 }
+
+/// Probabilities `[rows][labels]` of a sequence classifier on a right-padded batch of
+/// `texts` (the tokenizer's truncation applies), the forward pass on the thread pool.
+pub fn classifier_probabilities(
+    model: &hone_core::model::Model<dyn hone_core::model::SequenceClassifier>,
+    tok: &hone_core::tokenization::TextTokenizer,
+    texts: &[String],
+) -> Vec<Vec<f32>> {
+    let pairs: Vec<(String, Option<String>)> = texts.iter().map(|t| (t.clone(), None)).collect();
+    let enc = tok.encode_batch(&pairs).unwrap();
+    let refs: Vec<_> = enc.iter().collect();
+    let b = hone_core::tokenization::pad_batch(&refs, tok.pad_id(), &Device::Cpu).unwrap();
+    let logits = hone_core::runtime::on_thread_pool(|| {
+        model
+            .net
+            .forward(&b.input_ids, &b.token_type_ids, &b.attention_mask)
+    })
+    .unwrap();
+    hone_core::ops::softmax_last_dim(&logits)
+        .unwrap()
+        .to_vec2()
+        .unwrap()
+}
