@@ -1,3 +1,5 @@
+use std::sync::{Arc, OnceLock};
+
 use candle_core::{DType, Device, Result, Tensor};
 
 use super::{Dropout, Linear, ModelMode};
@@ -72,6 +74,9 @@ pub struct MultiHeadAttention {
     attn_dropout: Dropout,
     /// The products run in the model's autocast dtype.
     mode: ModelMode,
+    /// Separate query/key/value stacked into one product for inference (one pass over
+    /// the input instead of three), made on first use; None where they cannot be.
+    stacked_qkv: Arc<OnceLock<Option<Linear>>>,
 }
 
 impl MultiHeadAttention {
@@ -88,6 +93,7 @@ impl MultiHeadAttention {
             n_heads,
             attn_dropout,
             mode: mode.clone(),
+            stacked_qkv: Arc::default(),
         }
     }
 
@@ -102,11 +108,17 @@ impl MultiHeadAttention {
     ) -> Result<Tensor> {
         let qkv = match (&self.qkv, memory) {
             (QkvLayout::Separate { q, k, v }, memory) => {
-                let kv = memory.unwrap_or(x);
-                Qkv::Separate {
-                    q: q.forward(x)?,
-                    k: k.forward(kv)?,
-                    v: v.forward(kv)?,
+                match self.stacked(q, k, v, memory, &cache) {
+                    // [B, T, 3 d]: q, k and v side by side, as GPT-2's c_attn gives them.
+                    Some(qkv) => Qkv::Packed(qkv.forward(x)?),
+                    None => {
+                        let kv = memory.unwrap_or(x);
+                        Qkv::Separate {
+                            q: q.forward(x)?,
+                            k: k.forward(kv)?,
+                            v: v.forward(kv)?,
+                        }
+                    }
                 }
             }
             (QkvLayout::Fused(qkv), None) => Qkv::Packed(qkv.forward(x)?),
@@ -124,6 +136,27 @@ impl MultiHeadAttention {
             self.mode.autocast(),
         )?;
         self.out.forward(&y)
+    }
+
+    /// Query, key and value as one product: self-attention without a cache (an encoder)
+    /// of a model that runs inference only, where no part carries an adapter or int8
+    /// weights. (A cache keeps views of the packed tensor, which beam search cannot
+    /// reorder.)
+    fn stacked(
+        &self,
+        q: &Linear,
+        k: &Linear,
+        v: &Linear,
+        memory: Option<&Tensor>,
+        cache: &Option<&mut KvCache>,
+    ) -> Option<&Linear> {
+        if memory.is_some() || cache.is_some() || !self.mode.is_inference_only() {
+            return None;
+        }
+        let stacked = self
+            .stacked_qkv
+            .get_or_init(|| Linear::stacked(&[q, k, v]).ok().flatten());
+        stacked.as_ref()
     }
 
     /// The ONNX twin of [`MultiHeadAttention::forward`] for self-attention at inference:

@@ -140,6 +140,29 @@ impl Linear {
         Ok(self)
     }
 
+    /// One layer that computes `parts` side by side, `[..., sum of their outputs]`: the
+    /// weights stacked by output rows (BERT's query, key and value as one product). None
+    /// when a part carries an adapter or int8 weights, stores its weight transposed, or the
+    /// parts disagree on having a bias.
+    pub fn stacked(parts: &[&Linear]) -> Result<Option<Linear>> {
+        let plain = |l: &&Linear| l.lora.is_none() && l.int8.is_none() && !l.stored_transposed;
+        let Some(first) = parts.first() else {
+            return Ok(None);
+        };
+        if !parts.iter().all(plain)
+            || parts
+                .iter()
+                .any(|l| l.bias.is_some() != first.bias.is_some())
+        {
+            return Ok(None);
+        }
+        let weights: Vec<&Tensor> = parts.iter().map(|l| &l.weight).collect();
+        let biases: Option<Vec<&Tensor>> = parts.iter().map(|l| l.bias.as_ref()).collect();
+        let bias = biases.map(|b| Tensor::cat(&b, 0)).transpose()?;
+        let weight = Tensor::cat(&weights, 0)?;
+        Ok(Some(Self::from_weight(weight, bias, &first.mode)))
+    }
+
     /// The weight as stored.
     pub fn weight(&self) -> &Tensor {
         &self.weight
