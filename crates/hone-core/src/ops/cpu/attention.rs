@@ -246,7 +246,7 @@ impl Attention {
                 }
                 None => row.iter_mut().for_each(|s| *s *= scale),
             }
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let max = max16(row);
             if max == f32::NEG_INFINITY {
                 row.fill(0.0);
                 continue;

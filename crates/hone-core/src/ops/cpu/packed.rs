@@ -197,6 +197,16 @@ fn pack_rows(x: &[f32], k: usize, out: &mut Vec<f32>) {
     }
     for (b, block) in out.chunks_exact_mut(k * MR).enumerate() {
         let src = &x[b * MR * k..((b + 1) * MR).min(rows) * k];
+        if src.len() == MR * k {
+            // A full block, written in order: one `[MR]` column of the rows per step.
+            for (kk, column) in block.chunks_exact_mut(MR).enumerate() {
+                for (i, v) in column.iter_mut().enumerate() {
+                    // SAFETY: i < MR and kk < k, so i * k + kk < MR * k = src.len().
+                    *v = unsafe { *src.get_unchecked(i * k + kk) };
+                }
+            }
+            continue;
+        }
         for (i, row) in src.chunks_exact(k).enumerate() {
             for (kk, &v) in row.iter().enumerate() {
                 block[kk * MR + i] = v;
@@ -225,8 +235,23 @@ fn micro_tile(
     if *super::HAS_AVX512 {
         // SAFETY: the CPU has AVX-512F (checked at run time); the slices' lengths are
         // asserted above and the caller's tile holds r rows of `cols` floats at `ldc`.
-        unsafe { avx512::tile(a.as_ptr(), b.as_ptr(), k, bias, r, cols, tile, ldc) };
-        apply(epilogue, r, cols, tile, ldc);
+        let in_registers = epilogue == Epilogue::GeluErf;
+        unsafe {
+            avx512::tile(
+                a.as_ptr(),
+                b.as_ptr(),
+                k,
+                bias,
+                in_registers,
+                r,
+                cols,
+                tile,
+                ldc,
+            )
+        };
+        if !in_registers {
+            apply(epilogue, r, cols, tile, ldc);
+        }
         return;
     }
     let mut acc = [[0f32; NR]; MR];
@@ -291,6 +316,7 @@ mod avx512 {
         b: *const f32,
         k: usize,
         bias: Option<&[f32]>,
+        gelu_erf: bool,
         r: usize,
         cols: usize,
         out: *mut f32,
@@ -320,11 +346,46 @@ mod avx512 {
                 row[1] = _mm512_fmadd_ps(av, b1, row[1]);
             }
         }
+        if gelu_erf {
+            for row in acc.iter_mut().take(r) {
+                *row = [gelu_erf16(row[0]), gelu_erf16(row[1])];
+            }
+        }
         for (i, row) in acc.iter().enumerate().take(r) {
             let o = out.add(i * ldc);
             _mm512_mask_storeu_ps(o, m0, row[0]);
             _mm512_mask_storeu_ps(o.add(16), m1, row[1]);
         }
+    }
+
+    /// GELU (erf form) of 16 lanes: `gelu_value`'s rational erf, step for step, on the
+    /// accumulators before they are stored (fused multiply-adds round once where the
+    /// scalar twin rounds twice: within 1 ulp of it).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn gelu_erf16(x: __m512) -> __m512 {
+        let c = _mm512_set1_ps;
+        let z = _mm512_mul_ps(x, c(std::f32::consts::FRAC_1_SQRT_2));
+        let z = _mm512_min_ps(_mm512_max_ps(z, c(-4.0)), c(4.0));
+        let z2 = _mm512_mul_ps(z, z);
+        let mut p = _mm512_fmadd_ps(z2, c(-2.726_142_3e-10), c(2.770_681_4e-8));
+        for k in [
+            -2.101_024e-6,
+            -5.692_506_4e-5,
+            -7.349_906_3e-4,
+            -2.954_6e-3,
+            -1.609_603_3e-2,
+        ] {
+            p = _mm512_fmadd_ps(z2, p, c(k));
+        }
+        let p = _mm512_mul_ps(z, p);
+        let mut q = _mm512_fmadd_ps(z2, c(-1.456_607_2e-5), c(-2.133_740_6e-4));
+        for k in [-1.682_827e-3, -7.373_329e-3, -1.426_474e-2] {
+            q = _mm512_fmadd_ps(z2, q, c(k));
+        }
+        let erf = _mm512_div_ps(p, q);
+        let half_x = _mm512_mul_ps(x, c(0.5));
+        _mm512_fmadd_ps(half_x, erf, half_x)
     }
 }
 

@@ -72,9 +72,11 @@ pub(crate) fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    let xc = x.clamp(-87.0, 88.0);
-    // Round to nearest without a libm call: adding 1.5 * 2^23 pushes the fraction out.
-    let n = (xc * LOG2E + 12_582_912.0) - 12_582_912.0;
+    let xc = x.clamp(-87.3, 88.0);
+    // Round to nearest without a libm call: adding 1.5 * 2^23 pushes the fraction out,
+    // and leaves n in the low bits of the sum's mantissa.
+    let shifted = xc * LOG2E + 12_582_912.0;
+    let n = shifted - 12_582_912.0;
     let r = xc - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4f32;
     p = p * r + 1.398_2e-3;
@@ -83,7 +85,10 @@ pub(crate) fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
-    let pow2 = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n from those bits: an integer op, where `n as i32` (a saturating cast) would
+    // keep the loop scalar.
+    let biased = (shifted.to_bits() as i32).wrapping_sub(0x4B40_0000 - 127);
+    let pow2 = f32::from_bits((biased as u32) << 23);
     if x < -87.3 {
         0.0
     } else {
@@ -103,6 +108,24 @@ pub(crate) fn sum8(x: &[f32]) -> f32 {
     }
     let tail: f32 = chunks.remainder().iter().sum();
     acc.iter().sum::<f32>() + tail
+}
+
+/// Maximum with sixteen partial maxima, so that it vectorises (`f32::max` folded in order
+/// is a serial chain of compares); NaN-free input assumed, as in a softmax row.
+#[inline(always)]
+pub(crate) fn max16(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        for i in 0..16 {
+            acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+    acc.iter().fold(tail, |a, &v| a.max(v))
 }
 
 /// Dot product with eight partial sums, so that it vectorises.
@@ -125,4 +148,37 @@ pub(crate) fn dot8(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| x * y)
         .sum();
     acc.iter().sum::<f32>() + tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_within_two_ulp_of_libm_and_zero_below_the_f32_range() {
+        let mut x = -87.25f32;
+        while x < 88.0 {
+            let (got, want) = (exp(x), (x as f64).exp());
+            assert!(
+                ((got as f64 - want) / want).abs() < 2.5e-7,
+                "exp({x}) = {got}, libm {want}"
+            );
+            x += 0.013_7;
+        }
+        assert_eq!(exp(-87.5), 0.0);
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp(0.0), 1.0);
+    }
+
+    #[test]
+    fn max16_is_the_maximum_at_every_length_and_position() {
+        for len in [1, 5, 16, 17, 40, 64] {
+            for at in 0..len {
+                let mut v: Vec<f32> = (0..len).map(|i| -(i as f32) - 1.0).collect();
+                v[at] = 3.5;
+                assert_eq!(max16(&v), 3.5, "len {len}, max at {at}");
+            }
+        }
+        assert_eq!(max16(&[f32::NEG_INFINITY; 20]), f32::NEG_INFINITY);
+    }
 }

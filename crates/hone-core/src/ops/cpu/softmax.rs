@@ -30,7 +30,7 @@ impl CustomOp1 for Softmax {
 
 #[inline(always)]
 fn softmax_row(s: &[f32], d: &mut [f32]) {
-    let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = max16(s);
     if max == f32::NEG_INFINITY {
         // A fully masked row: attend nowhere rather than produce NaN.
         d.fill(0.0);
