@@ -75,7 +75,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     // A closed pipe (`| head`) ends the stream; the error surfaces after generation.
     let mut write_err = None;
-    let result = generate(&*model.net, &tokenizer, &args.prompt, &cfg, |piece| {
+    let result = generate(&*model.net, &tokenizer, &args.prompt, &cfg, |_, piece| {
         if write_err.is_none() {
             if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
                 write_err = Some(e);

@@ -244,12 +244,20 @@ fn stop_strings_truncate_and_streaming_concatenates_to_the_text() {
         ..sampling(5)
     };
     let mut pieces = Vec::new();
-    let full = generate(&*model, &tok, "First Citizen:", &cfg, |p| {
+    let full = generate(&*model, &tok, "First Citizen:", &cfg, |_, p| {
         pieces.push(p.to_string())
     })
     .unwrap();
     assert_eq!(pieces.concat(), full.text);
-    assert!(pieces.len() > 1, "text should arrive in several pieces");
+    assert_eq!(
+        pieces.len(),
+        full.new_tokens,
+        "one call per generated token"
+    );
+    assert!(
+        pieces.iter().filter(|p| !p.is_empty()).count() > 1,
+        "text should arrive in several pieces"
+    );
     assert_eq!(
         full.token_ids.len(),
         full.new_tokens + tok.encode("First Citizen:", None).unwrap().len()
@@ -281,7 +289,7 @@ fn stop_strings_truncate_and_streaming_concatenates_to_the_text() {
             stop: vec![stop.clone()],
             ..cfg.clone()
         },
-        |p| pieces.push(p.to_string()),
+        |_, p| pieces.push(p.to_string()),
     )
     .unwrap();
     assert_eq!(cut.finish_reason, FinishReason::Stop, "stop {stop:?}");
@@ -554,7 +562,7 @@ fn generate_cli_streams_what_the_library_generates() {
         seed: 4,
         ..Default::default()
     };
-    let lib = generate(&*model, &tok, prompt, &cfg, |_| {}).unwrap();
+    let lib = generate(&*model, &tok, prompt, &cfg, |_, _| {}).unwrap();
     assert_eq!(stdout, format!("{prompt}{}\n", lib.text));
 }
 

@@ -172,16 +172,17 @@ pub fn generate_ids(
     Ok(out)
 }
 
-/// Generate a continuation of `prompt`, calling `on_text` with each newly decoded piece of
-/// text as tokens arrive. The pieces concatenate to [`GenerationOutput::text`]: text that
-/// could still turn into a stop string, or a trailing incomplete UTF-8 character, is held
-/// back until the next tokens settle it.
+/// Generate a continuation of `prompt`, calling `on_token(id, piece)` once for each new
+/// token with the text it settles. The pieces concatenate to [`GenerationOutput::text`]:
+/// text that could still turn into a stop string, or a trailing incomplete UTF-8
+/// character, is held back (the piece is empty) until later tokens settle it; the last
+/// token settles everything.
 pub fn generate(
     model: &dyn CausalLm,
     tokenizer: &TextTokenizer,
     prompt: &str,
     cfg: &GenerationConfig,
-    mut on_text: impl FnMut(&str),
+    mut on_token: impl FnMut(u32, &str),
 ) -> Result<GenerationOutput> {
     let mut prompt_ids = tokenizer.encode(prompt, None)?.get_ids().to_vec();
     if prompt_ids.is_empty() {
@@ -200,29 +201,35 @@ pub fn generate(
     let mut new_ids = Vec::new();
     let mut emitted = String::new();
     let mut text = String::new();
-    let mut emit = |upto: &str, emitted: &mut String| {
+    let mut emit = |id: u32, upto: &str, emitted: &mut String| {
         // Decoding is prefix-stable for all our decoders once held-back text is settled;
         // if it ever is not, what was streamed cannot be taken back, so stream nothing more.
-        if upto.len() > emitted.len() && upto.starts_with(emitted.as_str()) {
-            on_text(&upto[emitted.len()..]);
-            emitted.push_str(&upto[emitted.len()..]);
-        }
+        let piece = upto.strip_prefix(emitted.as_str()).unwrap_or("");
+        on_token(id, piece);
+        emitted.push_str(piece);
     };
     let ids_out = generate_ids(model, &prompt_ids, &cfg, |id| {
         new_ids.push(id);
         let full = tokenizer.decode(&new_ids, true)?;
         if let Some(pos) = find_stop(&full, &cfg.stop) {
             text = full[..pos].to_string();
-            emit(&text, &mut emitted);
+            emit(id, &text, &mut emitted);
             return Ok(ControlFlow::Break(()));
         }
-        let settled = settled_len(&full, &cfg.stop);
-        emit(&full[..settled], &mut emitted);
+        let last = new_ids.len() == cfg.max_new_tokens || cfg.eos_token_id == Some(id);
+        let settled = if last {
+            full.len()
+        } else {
+            settled_len(&full, &cfg.stop)
+        };
+        emit(id, &full[..settled], &mut emitted);
         text = full;
         Ok(ControlFlow::Continue(()))
     })?;
-    if ids_out.finish_reason != FinishReason::Stop {
-        emit(&text, &mut emitted);
+    if ids_out.finish_reason != FinishReason::Stop && text.len() > emitted.len() {
+        // Not reached: the last token settles the text.
+        let last = *ids_out.new_ids.last().expect("text comes from tokens");
+        emit(last, &text, &mut emitted);
     }
     let new_tokens = ids_out.new_ids.len();
     prompt_ids.extend_from_slice(&ids_out.new_ids);
