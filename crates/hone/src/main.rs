@@ -16,6 +16,7 @@ mod pretrain;
 mod quantize;
 mod run_recipe;
 mod score;
+mod serve;
 mod tokenizer;
 mod translate;
 
@@ -65,6 +66,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Quantize a model's linear layers to int8 (dynamic quantization).
     Quantize(quantize::QuantizeArgs),
+    /// Serve models over HTTP (Text Embeddings Inference / Text Generation Inference routes).
+    Serve(serve::ServeArgs),
     /// Train or inspect tokenizers.
     #[command(subcommand)]
     Tokenizer(tokenizer::TokenizerCommand),
@@ -116,6 +119,7 @@ fn run() -> anyhow::Result<()> {
         Command::Merge(a) => merge::run(a),
         Command::Export(a) => export::run(a),
         Command::Quantize(a) => quantize::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Tokenizer(c) => tokenizer::run(c),
     }
 }

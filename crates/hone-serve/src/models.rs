@@ -1,0 +1,309 @@
+//! The models a server holds: each directory loaded once, frozen for inference, with a
+//! worker thread that batches its requests.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use tokio::sync::mpsc::UnboundedSender;
+
+use hone_core::inference::classify::{Prediction, TextClassificationPipeline};
+use hone_core::inference::embed::{embed_texts, Pooling};
+use hone_core::inference::generate::{generate, FinishReason, GenerationConfig};
+use hone_core::inference::ner::{TextEntities, TokenClassificationPipeline};
+use hone_core::model::{CausalLm, Encoder, Head, HeadKind, Model, ModelDir};
+use hone_core::runtime::DeviceSpec;
+use hone_core::tokenization::TextTokenizer;
+
+use crate::api::{Sequence, StreamToken};
+use crate::batcher::{BatchLimits, Batcher};
+use crate::metrics::Metrics;
+
+/// Limits and settings of a server (the `hone serve` flags).
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub device: DeviceSpec,
+    /// The base model of adapter directories, instead of the one their config names.
+    pub base: Option<PathBuf>,
+    /// How an embedding model pools its token vectors.
+    pub pooling: Pooling,
+    /// Inputs per forward pass at most.
+    pub max_batch_requests: usize,
+    /// Tokens per forward pass at most.
+    pub max_batch_tokens: usize,
+    /// How long a worker waits to fill a batch once it has a request.
+    pub max_wait: Duration,
+    /// Requests in flight at most; more get 429.
+    pub max_concurrent_requests: usize,
+    /// Inputs in one request at most (TEI's `--max-client-batch-size`).
+    pub max_client_batch_size: usize,
+    /// Tokens per input at most (default: what the model's positions allow); longer
+    /// inputs get 413 unless the request asks to `truncate`.
+    pub max_input_length: Option<usize>,
+    /// Request bodies larger than this get 413.
+    pub payload_limit: usize,
+    /// A request not answered in this time gets 504.
+    pub request_timeout: Duration,
+    /// Bearer token every route but `/health` requires.
+    pub api_key: Option<String>,
+    /// Token classification: pieces shared by consecutive windows of a long input.
+    pub ner_stride: usize,
+    /// The largest `max_new_tokens` a generation request may ask for.
+    pub max_new_tokens: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            device: DeviceSpec::Cpu,
+            base: None,
+            pooling: Pooling::Mean,
+            max_batch_requests: 32,
+            max_batch_tokens: 16384,
+            max_wait: Duration::ZERO,
+            max_concurrent_requests: 512,
+            max_client_batch_size: 32,
+            max_input_length: None,
+            payload_limit: 2_000_000,
+            request_timeout: Duration::from_secs(60),
+            api_key: None,
+            ner_stride: 32,
+            max_new_tokens: 1024,
+        }
+    }
+}
+
+/// What a served model does, and so which routes it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// `/embed`: an encoder without a task head.
+    Embedding,
+    /// `/predict`: a sequence classifier.
+    Classification,
+    /// `/ner`: a token classifier.
+    TokenClassification,
+    /// `/generate`, `/generate_stream`: a causal language model.
+    TextGeneration,
+}
+
+/// One generation request for a worker.
+pub struct GenerationJob {
+    pub prompt: String,
+    pub config: GenerationConfig,
+    /// Where the tokens go as they are generated (`/generate_stream`); the last token is
+    /// held back and returned in the outcome, to be sent with the final text.
+    pub stream: Option<UnboundedSender<StreamToken>>,
+}
+
+/// What a generation request produced.
+pub struct GenerationOutcome {
+    pub text: String,
+    pub new_tokens: usize,
+    pub finish_reason: FinishReason,
+    pub last_token: Option<StreamToken>,
+}
+
+pub(crate) enum Worker {
+    Embed(Batcher<String, Vec<f32>>),
+    Classify(Batcher<Sequence, Prediction>),
+    Ner(Batcher<String, TextEntities>),
+    Generate(Batcher<GenerationJob, GenerationOutcome>),
+}
+
+/// One loaded model directory.
+pub struct ServedModel {
+    /// The directory's name: what a request's `model` field picks it by.
+    pub name: String,
+    pub path: PathBuf,
+    pub task: Task,
+    /// Hugging Face's class (`BertForSequenceClassification`, ...).
+    pub class_name: String,
+    pub labels: Vec<String>,
+    /// Tokens per input at most.
+    pub max_input_length: usize,
+    /// The tokenizer without truncation: token counts, `/tokenize`.
+    pub tokenizer: TextTokenizer,
+    pub(crate) worker: Worker,
+}
+
+impl ServedModel {
+    /// Load `path` (a model or an adapter directory) and start its worker.
+    pub fn load(path: &Path, options: &ServeOptions, metrics: Arc<Metrics>) -> Result<Self> {
+        let device = options.device.open()?;
+        // `--base` is for the adapter directories among several.
+        let base = options.base.as_deref().filter(|_| {
+            path.join(hone_core::model::adapter::ADAPTER_CONFIG)
+                .is_file()
+        });
+        let dir = ModelDir::open_with_base(path, base)?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        let class_name = dir.config.architecture.clone().unwrap_or_default();
+        let positions = dir.config.arch.max_positions();
+        let max_input_length = options
+            .max_input_length
+            .map_or(positions, |m| m.min(positions));
+        let mut tokenizer = TextTokenizer::from_dir(dir.tokenizer_dir())?;
+        tokenizer.set_max_length(None)?;
+        let limits = BatchLimits {
+            max_inputs: options.max_batch_requests.max(1),
+            max_tokens: options.max_batch_tokens.max(1),
+            max_wait: options.max_wait,
+        };
+        let capacity = options.max_concurrent_requests;
+        let batch = limits.max_inputs;
+        let spawn_err = || format!("cannot start the worker thread of {}", path.display());
+        let (task, labels, worker) = match Head::from_config(&dir.config).kind() {
+            HeadKind::Base => {
+                let model = Model::open(&dir, &device)?
+                    .frozen()
+                    .into_kind::<dyn Encoder>()
+                    .map_err(|e| e.context(path.display().to_string()))?;
+                let mut tok = tokenizer.clone();
+                tok.set_max_length(Some(max_input_length))?;
+                let pooling = options.pooling;
+                let worker = Batcher::spawn(&name, limits, capacity, metrics, move |texts| {
+                    Ok(embed_texts(&model, &tok, &texts, pooling, batch)?
+                        .into_iter()
+                        .map(|e| e.embedding)
+                        .collect())
+                })
+                .with_context(spawn_err)?;
+                (Task::Embedding, Vec::new(), Worker::Embed(worker))
+            }
+            HeadKind::SequenceClassification => {
+                let pipeline = TextClassificationPipeline::open(&dir, &device, max_input_length)?;
+                let labels = pipeline.labels.clone();
+                let worker = Batcher::spawn(&name, limits, capacity, metrics, move |inputs| {
+                    pipeline.predict(&inputs, batch)
+                })
+                .with_context(spawn_err)?;
+                (Task::Classification, labels, Worker::Classify(worker))
+            }
+            HeadKind::TokenClassification => {
+                let pipeline = TokenClassificationPipeline::open(
+                    &dir,
+                    &device,
+                    max_input_length,
+                    options.ner_stride,
+                )?;
+                let labels = pipeline.labels.clone();
+                let worker = Batcher::spawn(&name, limits, capacity, metrics, move |texts| {
+                    pipeline.predict_entities(&texts, batch)
+                })
+                .with_context(spawn_err)?;
+                (Task::TokenClassification, labels, Worker::Ner(worker))
+            }
+            HeadKind::CausalLm => {
+                let model = Model::open(&dir, &device)?
+                    .frozen()
+                    .into_kind::<dyn CausalLm>()
+                    .map_err(|e| e.context(path.display().to_string()))?;
+                let tok = tokenizer.clone();
+                // One sequence at a time: the KV cache holds one.
+                let one = BatchLimits {
+                    max_inputs: 1,
+                    ..limits
+                };
+                let worker = Batcher::spawn(&name, one, capacity, metrics, move |jobs| {
+                    jobs.into_iter()
+                        .map(|job| run_generation(&*model.net, &tok, job))
+                        .collect()
+                })
+                .with_context(spawn_err)?;
+                (Task::TextGeneration, Vec::new(), Worker::Generate(worker))
+            }
+            other => bail!(
+                "{}: a {class_name} ({other:?} head) cannot be served; hone serve takes \
+                 encoders (embeddings), sequence and token classifiers, and causal LMs",
+                path.display()
+            ),
+        };
+        Ok(Self {
+            name,
+            path: path.to_path_buf(),
+            task,
+            class_name,
+            labels,
+            max_input_length,
+            tokenizer,
+            worker,
+        })
+    }
+
+    /// Tokens of each input, checked against [`Self::max_input_length`]: with `truncate`
+    /// a longer input counts as cut; without, it is refused with TEI's words (413).
+    pub fn count_tokens(
+        &self,
+        inputs: &[(&str, Option<&str>)],
+        truncate: bool,
+    ) -> std::result::Result<usize, crate::error::ApiError> {
+        use crate::error::{ApiError, ErrorType};
+        let mut total = 0;
+        for (text, pair) in inputs {
+            let n = self
+                .tokenizer
+                .encode(text, *pair)
+                .map_err(|e| {
+                    ApiError::new(
+                        axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                        ErrorType::Tokenizer,
+                        format!("{e:#}"),
+                    )
+                })?
+                .len();
+            if n > self.max_input_length && !truncate {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    ErrorType::Validation,
+                    format!(
+                        "Input validation error: `inputs` must have less than {} tokens. Given: {n}",
+                        self.max_input_length
+                    ),
+                ));
+            }
+            total += n.min(self.max_input_length);
+        }
+        Ok(total)
+    }
+}
+
+/// One generation, streaming each token (but the last) as it comes.
+fn run_generation(
+    model: &dyn CausalLm,
+    tokenizer: &TextTokenizer,
+    job: GenerationJob,
+) -> Result<GenerationOutcome> {
+    let mut held: Option<StreamToken> = None;
+    let special = |id: u32| {
+        tokenizer.id_to_token(id).is_some_and(|t| {
+            tokenizer
+                .inner()
+                .get_added_vocabulary()
+                .is_special_token(&t)
+        })
+    };
+    let out = generate(model, tokenizer, &job.prompt, &job.config, |id, piece| {
+        let token = StreamToken {
+            id,
+            text: piece.to_string(),
+            logprob: None,
+            special: special(id),
+        };
+        if let (Some(stream), Some(previous)) = (&job.stream, held.replace(token)) {
+            // A client that went away stops nothing here; its tokens are dropped.
+            let _ = stream.send(previous);
+        }
+    })?;
+    Ok(GenerationOutcome {
+        text: out.text,
+        new_tokens: out.new_tokens,
+        finish_reason: out.finish_reason,
+        last_token: held,
+    })
+}
