@@ -7,7 +7,7 @@ use candle_core::{DType, Device};
 use serde::Serialize;
 
 use crate::model::{Model, ModelDir, ProblemType, SequenceClassifier};
-use crate::tokenization::{pad_batch, TextTokenizer};
+use crate::tokenization::{length_batches, pad_batch, TextTokenizer};
 
 /// A fine-tuned sequence classifier (any architecture) with its tokenizer and labels.
 pub struct TextClassificationPipeline {
@@ -80,7 +80,7 @@ impl TextClassificationPipeline {
         let mut order: Vec<usize> = (0..inputs.len()).collect();
         order.sort_by_key(|&i| encodings[i].len());
         let mut out: Vec<Option<Prediction>> = vec![None; inputs.len()];
-        for chunk in order.chunks(batch_size.max(1)) {
+        for chunk in length_batches(&order, |i| encodings[i].len(), batch_size) {
             let refs: Vec<_> = chunk.iter().map(|&i| &encodings[i]).collect();
             let b = pad_batch(&refs, self.tokenizer.pad_id(), &self.model.device)?;
             let logits = crate::runtime::on_thread_pool(|| {

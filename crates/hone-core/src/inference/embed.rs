@@ -5,7 +5,7 @@ use candle_core::{DType, Tensor, D};
 use serde::Serialize;
 
 use crate::model::{Encoder, Model};
-use crate::tokenization::{pad_batch, TextTokenizer};
+use crate::tokenization::{length_batches, pad_batch, TextTokenizer};
 
 /// How token vectors become one sentence vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +49,7 @@ pub fn embed_texts(
     let mut order: Vec<usize> = (0..texts.len()).collect();
     order.sort_by_key(|&i| encodings[i].len());
     let mut out: Vec<Option<Embedded>> = vec![None; texts.len()];
-    for chunk in order.chunks(batch_size.max(1)) {
+    for chunk in length_batches(&order, |i| encodings[i].len(), batch_size) {
         let refs: Vec<_> = chunk.iter().map(|&i| &encodings[i]).collect();
         let batch = pad_batch(&refs, tokenizer.pad_id(), &model.device)?;
         let o = crate::runtime::on_thread_pool(|| {

@@ -185,6 +185,36 @@ pub struct TokenBatch {
     pub attention_mask: Tensor,
 }
 
+/// Cut `order` (indices sorted by ascending `len`) into batches of at most `max_batch`
+/// that pad little: a batch takes the next (longest yet) item while its padded size stays
+/// within 25% of its real tokens, or under 256 tokens (where per-batch overhead, not
+/// padding, is the cost). A run of requests of mixed lengths then costs its tokens, not
+/// `count x longest`.
+pub fn length_batches<'a>(
+    order: &'a [usize],
+    len: impl Fn(usize) -> usize,
+    max_batch: usize,
+) -> Vec<&'a [usize]> {
+    const SLACK: f64 = 1.25;
+    const SMALL: usize = 256;
+    let mut out = Vec::new();
+    let (mut start, mut tokens) = (0, 0);
+    for (i, &item) in order.iter().enumerate() {
+        let (n, l) = (i - start + 1, len(item));
+        let padded = n * l;
+        let fits = padded as f64 <= SLACK * (tokens + l) as f64 || padded <= SMALL;
+        if i > start && (n > max_batch.max(1) || !fits) {
+            out.push(&order[start..i]);
+            (start, tokens) = (i, 0);
+        }
+        tokens += l;
+    }
+    if start < order.len() {
+        out.push(&order[start..]);
+    }
+    out
+}
+
 /// Pad `encodings` to the longest of them (right padding with `pad_id`).
 pub fn pad_batch(encodings: &[&Encoding], pad_id: u32, device: &Device) -> Result<TokenBatch> {
     let ids: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
@@ -216,4 +246,35 @@ pub fn pad_ids(
         token_type_ids: Tensor::from_vec(types, (b, t), device)?,
         attention_mask: Tensor::from_vec(mask, (b, t), device)?,
     })
+}
+
+#[cfg(test)]
+mod length_batch_tests {
+    use super::length_batches;
+
+    #[test]
+    fn batches_cover_the_order_and_bound_padding() {
+        // Lengths 4..=200 in ascending order, 3 of each.
+        let lens: Vec<usize> = (4..=200).flat_map(|l| [l; 3]).collect();
+        let order: Vec<usize> = (0..lens.len()).collect();
+        let batches = length_batches(&order, |i| lens[i], 32);
+        let flat: Vec<usize> = batches.iter().flat_map(|b| b.iter().copied()).collect();
+        assert_eq!(flat, order, "every item once, in order");
+        for b in &batches {
+            assert!(b.len() <= 32);
+            let real: usize = b.iter().map(|&i| lens[i]).sum();
+            let padded = b.len() * lens[*b.last().unwrap()];
+            assert!(
+                padded <= 256 || padded as f64 <= 1.25 * real as f64,
+                "{b:?}: {padded} padded for {real}"
+            );
+        }
+        // Equal lengths fill whole batches.
+        let same = length_batches(&order[..100], |_| 50, 32);
+        assert_eq!(
+            same.iter().map(|b| b.len()).collect::<Vec<_>>(),
+            [32, 32, 32, 4]
+        );
+        assert!(length_batches(&[], |_| 1, 8).is_empty());
+    }
 }
