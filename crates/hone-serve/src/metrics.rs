@@ -12,9 +12,10 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// Wall time from a request's arrival to its answer, by route.
     pub latency: HistogramVec,
-    /// Inputs per forward pass, by model.
+    /// Inputs per batch a worker takes, by model (the pipeline may run it as several
+    /// forward passes of similar lengths).
     pub batch_size: HistogramVec,
-    /// Tokens per forward pass, by model.
+    /// Input tokens per batch a worker takes, by model.
     pub batch_tokens: HistogramVec,
     /// Requests waiting for their model's worker, by model.
     pub queue_depth: IntGaugeVec,
@@ -47,13 +48,13 @@ impl Metrics {
             )
             .expect("metric"),
             batch_size: HistogramVec::new(
-                HistogramOpts::new("hone_batch_size", "Inputs per forward pass")
+                HistogramOpts::new("hone_batch_size", "Inputs per batch a worker takes")
                     .buckets(size_buckets),
                 &["model"],
             )
             .expect("metric"),
             batch_tokens: HistogramVec::new(
-                HistogramOpts::new("hone_batch_tokens", "Tokens per forward pass")
+                HistogramOpts::new("hone_batch_tokens", "Input tokens per batch a worker takes")
                     .buckets(token_buckets),
                 &["model"],
             )
