@@ -190,11 +190,11 @@ pub struct TokenBatch {
 /// within 25% of its real tokens, or under 256 tokens (where per-batch overhead, not
 /// padding, is the cost). A run of requests of mixed lengths then costs its tokens, not
 /// `count x longest`.
-pub fn length_batches<'a>(
-    order: &'a [usize],
+pub fn length_batches(
+    order: &[usize],
     len: impl Fn(usize) -> usize,
     max_batch: usize,
-) -> Vec<&'a [usize]> {
+) -> Vec<&[usize]> {
     const SLACK: f64 = 1.25;
     const SMALL: usize = 256;
     let mut out = Vec::new();
