@@ -126,3 +126,64 @@ fn a_damaged_int8_checkpoint_is_refused_by_name() {
     assert!(err.contains("merge it first"), "{err}");
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn gpt2_conv1d_layers_quantize_in_their_own_layout() {
+    let root = temp_dir("gpt2");
+    let int8_dir = root.join("int8");
+    let fp32_dir = fixture("gpt2-seqcls");
+    let quantizing =
+        Model::load_quantizing(&ModelDir::open(&fp32_dir).unwrap(), &Device::Cpu).unwrap();
+    quantizing.save_int8(&int8_dir).unwrap();
+
+    // Every Conv1D (c_attn, attn.c_proj, c_fc, mlp.c_proj of each block) and the score head
+    // in I8; each I8 tensor has the f32 checkpoint's shape ([in, out] for a Conv1D), its
+    // scales one per output channel.
+    let original = std::fs::read(fp32_dir.join("model.safetensors")).unwrap();
+    let original = safetensors::SafeTensors::deserialize(&original).unwrap();
+    let bytes = std::fs::read(int8_dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut int8: Vec<String> = st
+        .tensors()
+        .into_iter()
+        .filter(|(_, t)| t.dtype() == safetensors::Dtype::I8)
+        .map(|(n, _)| n)
+        .collect();
+    int8.sort();
+    assert_eq!(int8.len(), 2 * 4 + 1, "{int8:?}");
+    for name in &int8 {
+        let shape = st.tensor(name).unwrap().shape().to_vec();
+        let bare = name.trim_start_matches("transformer.");
+        let f32_shape = original
+            .tensor(name)
+            .or_else(|_| original.tensor(bare))
+            .unwrap()
+            .shape()
+            .to_vec();
+        assert_eq!(shape, f32_shape, "{name}");
+        let outputs = if name.contains("score") {
+            shape[0]
+        } else {
+            shape[1]
+        };
+        let scale = st.tensor(&format!("{name}_scale")).unwrap();
+        assert_eq!(scale.shape(), [outputs], "{name}");
+    }
+
+    // Loaded back: the same int8 weights, close to f32, and the int8 path runs.
+    let fp32 = Model::load(&fp32_dir, &Device::Cpu).unwrap();
+    let q = Model::load(&int8_dir, &Device::Cpu).unwrap();
+    assert_eq!(q.mode.int8().unwrap().modules().len(), int8.len());
+    let ids = tensor2(&[
+        vec![5u32, 17, 42, 99, 3, 250, 8],
+        vec![7, 7, 300, 12, 1, 2, 511],
+    ]);
+    let (a, b) = (logits(&fp32, &ids), logits(&q, &ids));
+    for ((ra, rb), rr) in a.iter().zip(&b).zip(&logits(&quantizing, &ids)) {
+        assert_eq!(rb, rr, "the saved int8 weights are the ones quantized");
+        let diff = max_abs_diff(ra, rb);
+        assert!(diff < 0.05, "int8 logits {rb:?} vs f32 {ra:?}");
+        assert_ne!(ra, rb, "the int8 path ran");
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+}

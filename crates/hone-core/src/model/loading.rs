@@ -197,10 +197,7 @@ impl Model<Net> {
     /// and `model.safetensors` with the int8 weights and their scales.
     pub fn save_int8(&self, dir: &Path) -> Result<()> {
         let Some(int8) = self.mode.int8().filter(|q| !q.is_empty()) else {
-            bail!(
-                "{} has no linear layer hone quantizes (GPT-2's Conv1D layers are not, yet)",
-                self.class_name()
-            )
+            bail!("{} has no linear layer hone quantizes", self.class_name())
         };
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let tensors: HashMap<String, Tensor> = self

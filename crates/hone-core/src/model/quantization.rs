@@ -4,9 +4,11 @@
 //! A quantized model directory is a Hugging Face one whose `model.safetensors` stores each
 //! quantized layer's `weight` as I8 `[out, in]` beside an F32 `weight_scale` `[out]`, and
 //! whose `config.json` says so in `quantization_config` (`quant_method = "hone_int8"`).
-//! Every other tensor stays f32.
+//! Every other tensor stays f32. A layer whose checkpoint stores its weight `[in, out]`
+//! (GPT-2's `Conv1D`) keeps that layout for its I8 tensor, its scales still per output
+//! channel, and the file's metadata lists it under `hone_int8_transposed`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +21,8 @@ use crate::ops::Int8Matrix;
 /// What `config.json`'s `quantization_config.quant_method` says of a hone int8 model.
 pub const QUANT_METHOD: &str = "hone_int8";
 const SCALE_SUFFIX: &str = "_scale";
+/// The safetensors metadata key that lists the modules stored `[in, out]`.
+const TRANSPOSED_KEY: &str = "hone_int8_transposed";
 
 /// The int8 weights of a model's linear layers, by module name (`bert.encoder.layer.0.
 /// attention.self.query`). Loaded from a quantized checkpoint, or filled by the layers
@@ -26,6 +30,8 @@ const SCALE_SUFFIX: &str = "_scale";
 #[derive(Debug, Default)]
 pub struct Int8Weights {
     by_module: Mutex<HashMap<String, Arc<Int8Matrix>>>,
+    /// Modules whose checkpoint weight is `[in, out]` (GPT-2's Conv1D).
+    transposed: Mutex<BTreeSet<String>>,
     /// Quantize the weight of every linear layer built (`hone quantize`).
     quantize_new: bool,
 }
@@ -39,9 +45,10 @@ impl Int8Weights {
         }
     }
 
-    fn loaded(by_module: HashMap<String, Arc<Int8Matrix>>) -> Self {
+    fn loaded(by_module: HashMap<String, Arc<Int8Matrix>>, transposed: BTreeSet<String>) -> Self {
         Self {
             by_module: Mutex::new(by_module),
+            transposed: Mutex::new(transposed),
             quantize_new: false,
         }
     }
@@ -50,12 +57,14 @@ impl Int8Weights {
         self.by_module.lock().expect("int8 weights poisoned")
     }
 
-    /// The int8 weight of the linear layer `module` with f32 weight `[out, in]`: the
-    /// checkpoint's, or, when quantizing, a new one.
+    /// The int8 weight `[out, in]` of the linear layer `module` whose f32 weight is
+    /// `[out, in]` (or `[in, out]`, `stored_transposed`): the checkpoint's, or, when
+    /// quantizing, a new one.
     pub(crate) fn for_linear(
         &self,
         module: &str,
         weight: &Tensor,
+        stored_transposed: bool,
     ) -> candle_core::Result<Option<Arc<Int8Matrix>>> {
         if let Some(q) = self.lock().get(module) {
             return Ok(Some(q.clone()));
@@ -63,13 +72,24 @@ impl Int8Weights {
         if !self.quantize_new {
             return Ok(None);
         }
+        let weight = match stored_transposed {
+            true => weight.t()?,
+            false => weight.clone(),
+        };
         let (n, k) = weight.dims2()?;
         let w = weight
             .to_dtype(DType::F32)?
+            .contiguous()?
             .flatten_all()?
             .to_vec1::<f32>()?;
         let q = Arc::new(Int8Matrix::quantize(&w, n, k));
         self.lock().insert(module.to_string(), q.clone());
+        if stored_transposed {
+            self.transposed
+                .lock()
+                .expect("int8 weights poisoned")
+                .insert(module.to_string());
+        }
         Ok(Some(q))
     }
 
@@ -111,8 +131,21 @@ pub fn read_safetensors(
         return Ok((tensors, None));
     }
     let bytes = std::fs::read(path).with_context(cannot)?;
-    let file = safetensors::SafeTensors::deserialize(&bytes)
-        .with_context(|| format!("{} is not a safetensors file", path.display()))?;
+    let not_safetensors = || format!("{} is not a safetensors file", path.display());
+    let file = safetensors::SafeTensors::deserialize(&bytes).with_context(not_safetensors)?;
+    let (_, metadata) =
+        safetensors::SafeTensors::read_metadata(&bytes).with_context(not_safetensors)?;
+    let transposed: BTreeSet<String> = metadata
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(TRANSPOSED_KEY))
+        .map(|list| {
+            list.split(',')
+                .filter(|m| !m.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
     let mut tensors = HashMap::new();
     let mut int8 = HashMap::new();
     for (name, view) in file.tensors() {
@@ -126,11 +159,17 @@ pub fn read_safetensors(
         let module = name
             .strip_suffix(".weight")
             .with_context(|| format!("{}: int8 tensor `{name}` is not a weight", path.display()))?;
-        let (&[n, k], Ok(scale)) = (view.shape(), file.tensor(&scale_name)) else {
+        let (&[rows, cols], Ok(scale)) = (view.shape(), file.tensor(&scale_name)) else {
             bail!(
                 "{}: int8 weight `{name}` needs a 2-D shape and an f32 `{scale_name}`",
                 path.display()
             )
+        };
+        let is_transposed = transposed.contains(module);
+        let (n, k) = if is_transposed {
+            (cols, rows)
+        } else {
+            (rows, cols)
         };
         let scale = load_view(&scale, device)?.to_vec1::<f32>()?;
         if scale.len() != n {
@@ -140,13 +179,31 @@ pub fn read_safetensors(
                 scale.len()
             )
         }
-        let q: Vec<i8> = view.data().iter().map(|&b| b as i8).collect();
+        let stored: Vec<i8> = view.data().iter().map(|&b| b as i8).collect();
+        let q = match is_transposed {
+            // [in, out] as stored -> [out, in] for the kernel.
+            true => (0..n * k).map(|i| stored[(i % k) * n + i / k]).collect(),
+            false => stored,
+        };
         let matrix = Int8Matrix::new(q, scale, n, k);
-        let f32s = Tensor::from_vec(matrix.dequantize(), (n, k), device)?;
+        let mut f32s = Tensor::from_vec(matrix.dequantize(), (n, k), device)?;
+        if is_transposed {
+            f32s = f32s.t()?.contiguous()?;
+        }
         tensors.insert(name.clone(), f32s);
         int8.insert(module.to_string(), Arc::new(matrix));
     }
-    Ok((tensors, Some(Int8Weights::loaded(int8))))
+    let unknown: Vec<&String> = transposed
+        .iter()
+        .filter(|m| !int8.contains_key(*m))
+        .collect();
+    if !unknown.is_empty() {
+        bail!(
+            "{}: {TRANSPOSED_KEY} names modules without an int8 weight: {unknown:?}",
+            path.display()
+        )
+    }
+    Ok((tensors, Some(Int8Weights::loaded(int8, transposed))))
 }
 
 /// Whether a safetensors file holds any I8 tensor, from its header alone (8 bytes of
@@ -193,12 +250,26 @@ pub fn write_safetensors(
     int8: &Int8Weights,
 ) -> Result<()> {
     let modules = int8.lock();
+    let transposed = int8
+        .transposed
+        .lock()
+        .expect("int8 weights poisoned")
+        .clone();
     let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = vec![];
     for (name, t) in tensors {
         let module = name.strip_suffix(".weight");
-        if let Some(q) = module.and_then(|m| modules.get(m)) {
-            let bytes = q.q.iter().map(|&v| v as u8).collect();
-            owned.push((name.clone(), Dtype::I8, vec![q.n, q.k], bytes));
+        if let Some((module, q)) = module.and_then(|m| Some((m, modules.get(m)?))) {
+            // In the layout of the f32 weight it replaces: [in, out] for a Conv1D.
+            let (shape, bytes) = match transposed.contains(module) {
+                true => (
+                    vec![q.k, q.n],
+                    (0..q.n * q.k)
+                        .map(|i| q.q[(i % q.n) * q.k + i / q.n] as u8)
+                        .collect(),
+                ),
+                false => (vec![q.n, q.k], q.q.iter().map(|&v| v as u8).collect()),
+            };
+            owned.push((name.clone(), Dtype::I8, shape, bytes));
             let scale = q.scale.iter().flat_map(|s| s.to_le_bytes()).collect();
             owned.push((
                 format!("{name}{SCALE_SUFFIX}"),
@@ -217,6 +288,10 @@ pub fn write_safetensors(
         .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b)?)))
         .collect::<Result<Vec<_>>>()?;
     // Serialized in memory and written as any file is (serialize_to_file makes it 0600).
-    let bytes = safetensors::serialize(views, None)?;
+    let metadata = (!transposed.is_empty()).then(|| {
+        let list: Vec<&str> = transposed.iter().map(String::as_str).collect();
+        HashMap::from([(TRANSPOSED_KEY.to_string(), list.join(","))])
+    });
+    let bytes = safetensors::serialize(views, metadata)?;
     crate::io::write_bytes_atomically(path, &bytes)
 }

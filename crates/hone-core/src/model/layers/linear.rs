@@ -88,7 +88,7 @@ impl Linear {
             stored_transposed: true,
             ..Self::from_weight(weight, Some(bias), mode)
         };
-        layer.with_adapter(&vb, in_dim, out_dim)
+        layer.with_int8(&vb)?.with_adapter(&vb, in_dim, out_dim)
     }
 
     /// A linear map from an existing weight `[out, in]`, e.g. an LM head tied to the token
@@ -105,10 +105,12 @@ impl Linear {
         }
     }
 
-    /// The layer with its int8 weight when the model is quantized (GPT-2's transposed
-    /// Conv1D weights are not, yet).
+    /// The layer with its int8 weight (`[out, in]`, whatever the stored layout) when the
+    /// model is quantized.
     fn with_int8(mut self, vb: &VarBuilder) -> Result<Self> {
-        self.int8 = self.mode.int8_for(&vb.prefix(), &self.weight)?;
+        self.int8 = self
+            .mode
+            .int8_for(&vb.prefix(), &self.weight, self.stored_transposed)?;
         Ok(self)
     }
 

@@ -120,9 +120,10 @@ impl ModelMode {
         &self,
         module: &str,
         weight: &candle_core::Tensor,
+        stored_transposed: bool,
     ) -> candle_core::Result<Option<Arc<Int8Matrix>>> {
         match self.int8() {
-            Some(store) => store.for_linear(module, weight),
+            Some(store) => store.for_linear(module, weight, stored_transposed),
             None => Ok(None),
         }
     }
