@@ -224,6 +224,9 @@ pub struct GenerateParameters {
     pub grammar: Option<serde_json::Value>,
     pub truncate: Option<usize>,
     pub adapter_id: Option<String>,
+    /// hone's: the beam width of a translation model (default: its
+    /// generation_config.json, else greedy).
+    pub num_beams: Option<usize>,
 }
 
 /// Why generation ended, in TGI's words.

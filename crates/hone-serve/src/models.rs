@@ -13,7 +13,8 @@ use hone_core::inference::classify::{Prediction, TextClassificationPipeline};
 use hone_core::inference::embed::{embed_texts, Pooling};
 use hone_core::inference::generate::{generate, FinishReason, GenerationConfig};
 use hone_core::inference::ner::{TextEntities, TokenClassificationPipeline};
-use hone_core::model::{CausalLm, Encoder, Head, HeadKind, Model, ModelDir};
+use hone_core::inference::translate::{translate, GenerationFile, Translation, TranslationConfig};
+use hone_core::model::{CausalLm, Encoder, Head, HeadKind, Model, ModelDir, Seq2SeqLm};
 use hone_core::runtime::DeviceSpec;
 use hone_core::tokenization::TextTokenizer;
 
@@ -87,6 +88,8 @@ pub enum Task {
     TokenClassification,
     /// `/generate`, `/generate_stream`: a causal language model.
     TextGeneration,
+    /// `/generate`: a sequence-to-sequence model (greedy or beam search).
+    Translation,
 }
 
 /// One generation request for a worker.
@@ -106,11 +109,24 @@ pub struct GenerationOutcome {
     pub last_token: Option<StreamToken>,
 }
 
+/// A translated sentence, and whether it ended with EOS (else it ran out of tokens).
+pub struct TranslationOutcome {
+    pub translation: Translation,
+    pub reached_eos: bool,
+}
+
+/// One sentence for a translation worker, with how to decode it.
+pub struct TranslationJob {
+    pub source: String,
+    pub config: TranslationConfig,
+}
+
 pub(crate) enum Worker {
     Embed(Batcher<String, Vec<f32>>),
     Classify(Batcher<Sequence, Prediction>),
     Ner(Batcher<String, TextEntities>),
     Generate(Batcher<GenerationJob, GenerationOutcome>),
+    Translate(Batcher<TranslationJob, TranslationOutcome>),
 }
 
 /// One loaded model directory.
@@ -126,6 +142,8 @@ pub struct ServedModel {
     pub max_input_length: usize,
     /// The tokenizer without truncation: token counts, `/tokenize`.
     pub tokenizer: TextTokenizer,
+    /// A translation model's `generation_config.json` (beams, length penalty).
+    pub generation: GenerationFile,
     pub(crate) worker: Worker,
 }
 
@@ -218,9 +236,22 @@ impl ServedModel {
                 .with_context(spawn_err)?;
                 (Task::TextGeneration, Vec::new(), Worker::Generate(worker))
             }
+            HeadKind::Seq2SeqLm => {
+                let model = Model::open(&dir, &device)?
+                    .frozen()
+                    .into_kind::<dyn Seq2SeqLm>()
+                    .map_err(|e| e.context(path.display().to_string()))?;
+                let tok = tokenizer.clone();
+                let worker = Batcher::spawn(&name, limits, capacity, metrics, move |jobs| {
+                    translate_batch(&*model.net, &tok, jobs, batch)
+                })
+                .with_context(spawn_err)?;
+                (Task::Translation, Vec::new(), Worker::Translate(worker))
+            }
             other => bail!(
                 "{}: a {class_name} ({other:?} head) cannot be served; hone serve takes \
-                 encoders (embeddings), sequence and token classifiers, and causal LMs",
+                 encoders (embeddings), sequence and token classifiers, causal LMs and \
+                 translation models",
                 path.display()
             ),
         };
@@ -232,6 +263,7 @@ impl ServedModel {
             labels,
             max_input_length,
             tokenizer,
+            generation: GenerationFile::load(path)?,
             worker,
         })
     }
@@ -271,6 +303,41 @@ impl ServedModel {
         }
         Ok(total)
     }
+}
+
+/// Translate a batch whose sentences may ask for different decoding: one pass per
+/// distinct setting, the outputs in the jobs' order.
+fn translate_batch(
+    model: &dyn Seq2SeqLm,
+    tokenizer: &TextTokenizer,
+    jobs: Vec<TranslationJob>,
+    batch: usize,
+) -> Result<Vec<TranslationOutcome>> {
+    let eos = model.tokens().eos;
+    let mut out: Vec<Option<TranslationOutcome>> = (0..jobs.len()).map(|_| None).collect();
+    let mut done = vec![false; jobs.len()];
+    for i in 0..jobs.len() {
+        if done[i] {
+            continue;
+        }
+        let same: Vec<usize> = (i..jobs.len())
+            .filter(|&j| !done[j] && jobs[j].config == jobs[i].config)
+            .collect();
+        let sources: Vec<String> = same.iter().map(|&j| jobs[j].source.clone()).collect();
+        let translations = translate(model, tokenizer, &sources, &jobs[i].config, batch)?;
+        for (&j, translation) in same.iter().zip(translations) {
+            let reached_eos = translation.ids.last() == Some(&eos);
+            out[j] = Some(TranslationOutcome {
+                translation,
+                reached_eos,
+            });
+            done[j] = true;
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|t| t.expect("every job translated"))
+        .collect())
 }
 
 /// One generation, streaming each token (but the last) as it comes.

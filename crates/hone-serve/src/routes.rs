@@ -24,7 +24,7 @@ use hone_core::inference::generate::{FinishReason as HoneFinish, GenerationConfi
 
 use crate::api::*;
 use crate::error::{ApiError, ErrorType};
-use crate::models::{GenerationJob, GenerationOutcome, ServedModel, Task, Worker};
+use crate::models::{GenerationJob, GenerationOutcome, ServedModel, Task, TranslationJob, Worker};
 use crate::AppState;
 
 type Shared = Arc<AppState>;
@@ -346,13 +346,8 @@ async fn ner(
     })
 }
 
-/// A TGI request as hone's generation settings, or 422 naming the parameter.
-fn generation_config(
-    state: &AppState,
-    model: &ServedModel,
-    prompt_tokens: usize,
-    p: &GenerateParameters,
-) -> Result<GenerationConfig, ApiError> {
+/// 422 for a TGI parameter hone has no implementation of, named.
+fn refuse_unsupported(p: &GenerateParameters) -> Result<(), ApiError> {
     let unsupported = [
         (
             "repetition_penalty",
@@ -370,10 +365,37 @@ fn generation_config(
         ("grammar", p.grammar.is_some()),
         ("adapter_id", p.adapter_id.is_some()),
     ];
-    if let Some((name, _)) = unsupported.iter().find(|(_, set)| *set) {
-        return Err(ApiError::unprocessable(format!(
+    match unsupported.iter().find(|(_, set)| *set) {
+        Some((name, _)) => Err(ApiError::unprocessable(format!(
             "`{name}` is not supported by hone"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `max_new_tokens` within the server's limit.
+fn check_max_new_tokens(state: &AppState, max_new_tokens: usize) -> Result<(), ApiError> {
+    if max_new_tokens == 0 || max_new_tokens > state.options.max_new_tokens {
+        return Err(ApiError::unprocessable(format!(
+            "`max_new_tokens` must be between 1 and {}. Given: {max_new_tokens}",
+            state.options.max_new_tokens
         )));
+    }
+    Ok(())
+}
+
+/// A TGI request as hone's generation settings, or 422 naming the parameter.
+fn generation_config(
+    state: &AppState,
+    model: &ServedModel,
+    prompt_tokens: usize,
+    p: &GenerateParameters,
+) -> Result<GenerationConfig, ApiError> {
+    refuse_unsupported(p)?;
+    if p.num_beams.is_some_and(|b| b > 1) {
+        return Err(ApiError::unprocessable(
+            "`num_beams` is for translation models; a causal LM samples or decodes greedily",
+        ));
     }
     if p.temperature.is_some_and(|t| t.is_nan() || t <= 0.0) {
         return Err(ApiError::unprocessable(
@@ -387,12 +409,7 @@ fn generation_config(
         return Err(ApiError::unprocessable("`top_k` must be strictly positive"));
     }
     let max_new_tokens = p.max_new_tokens.unwrap_or(100);
-    if max_new_tokens == 0 || max_new_tokens > state.options.max_new_tokens {
-        return Err(ApiError::unprocessable(format!(
-            "`max_new_tokens` must be between 1 and {}. Given: {max_new_tokens}",
-            state.options.max_new_tokens
-        )));
-    }
+    check_max_new_tokens(state, max_new_tokens)?;
     let total = model.max_input_length;
     if prompt_tokens + max_new_tokens > total {
         return Err(ApiError::unprocessable(format!(
@@ -469,10 +486,100 @@ async fn run_job(
     Ok(outcome)
 }
 
+/// The model `/generate` uses: a causal LM or a translation model (the named one).
+fn generator<'a>(state: &'a AppState, name: Option<&str>) -> Result<&'a ServedModel, ApiError> {
+    let mut candidates = state
+        .models
+        .iter()
+        .filter(|m| matches!(m.task, Task::TextGeneration | Task::Translation));
+    match name {
+        Some(name) => candidates.find(|m| m.name == name),
+        None => candidates.next(),
+    }
+    .ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorType::NotFound,
+            "this server holds no causal LM or translation model for this route",
+        )
+    })
+}
+
+/// `/generate` on a translation model: the whole sentence at once, greedy or beam search.
+async fn translate_request(
+    state: &Shared,
+    model: &ServedModel,
+    req: &GenerateRequest,
+) -> Result<GenerateResponse, ApiError> {
+    let p = &req.parameters;
+    refuse_unsupported(p)?;
+    let sampling = [
+        ("do_sample", p.do_sample),
+        ("temperature", p.temperature.is_some()),
+        ("top_k", p.top_k.is_some()),
+        ("top_p", p.top_p.is_some()),
+        ("stop", !p.stop.is_empty()),
+    ];
+    if let Some((name, _)) = sampling.iter().find(|(_, set)| *set) {
+        return Err(ApiError::unprocessable(format!(
+            "`{name}` is not supported by translation models (greedy or beam search)"
+        )));
+    }
+    if req.inputs.is_empty() {
+        return Err(ApiError::unprocessable("`inputs` cannot be empty"));
+    }
+    if p.num_beams == Some(0) {
+        return Err(ApiError::unprocessable("`num_beams` must be at least 1"));
+    }
+    if let Some(m) = p.max_new_tokens {
+        check_max_new_tokens(state, m)?;
+    }
+    let tokens = model.count_tokens(&[(req.inputs.as_str(), None)], false)?;
+    count_input(state, "/generate", tokens);
+    let config = model.generation.translation_config(
+        model.max_input_length,
+        p.num_beams,
+        p.max_new_tokens,
+        None,
+    );
+    let _permit = state.permit()?;
+    let Worker::Translate(worker) = &model.worker else {
+        unreachable!("a translation model has a translation worker")
+    };
+    let job = TranslationJob {
+        source: req.inputs.clone(),
+        config,
+    };
+    let outcome = state
+        .in_time(worker.submit(vec![job], tokens))
+        .await?
+        .remove(0);
+    let t = outcome.translation;
+    state.metrics.generated_tokens.inc_by(t.ids.len() as u64);
+    Ok(GenerateResponse {
+        generated_text: match p.return_full_text {
+            Some(true) => format!("{}{}", req.inputs, t.text),
+            _ => t.text,
+        },
+        details: p.details.then_some(Details {
+            finish_reason: match outcome.reached_eos {
+                true => FinishReason::EosToken,
+                false => FinishReason::Length,
+            },
+            generated_tokens: t.ids.len(),
+            seed: None,
+        }),
+    })
+}
+
 async fn generate(
     State(state): State<Shared>,
     Body(req): Body<GenerateRequest>,
 ) -> Result<Json<GenerateResponse>, ApiError> {
+    let model = generator(&state, req.model.as_deref())?;
+    if model.task == Task::Translation {
+        return translate_request(&state, model, &req).await.map(Json);
+    }
     let (index, config, job) = start_generation(&state, &req, None)?;
     let _permit = state.permit()?;
     let outcome = run_job(&state, index, job).await?;
@@ -496,6 +603,12 @@ async fn generate_stream(
     State(state): State<Shared>,
     Body(req): Body<GenerateRequest>,
 ) -> Result<Response, ApiError> {
+    if generator(&state, req.model.as_deref())?.task == Task::Translation {
+        return Err(ApiError::unprocessable(
+            "`/generate_stream` needs a causal LM: a translation model decodes whole \
+             sentences (beam search); use /generate",
+        ));
+    }
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<StreamToken>();
     let (index, config, job) = start_generation(&state, &req, Some(tx))?;
     let permit = state.permit()?;
@@ -587,7 +700,7 @@ async fn info(State(state): State<Shared>) -> Json<serde_json::Value> {
             "id2label": m.labels.iter().enumerate().map(|(i, l)| (i.to_string(), l.clone())).collect::<std::collections::BTreeMap<_, _>>(),
             "label2id": m.labels.iter().enumerate().map(|(i, l)| (l.clone(), i)).collect::<std::collections::BTreeMap<_, _>>(),
         }}),
-        Task::TextGeneration => json!({"generation": {}}),
+        Task::TextGeneration | Task::Translation => json!({"generation": {}}),
     });
     Json(json!({
         "model_id": first.map(|m| m.name.clone()),

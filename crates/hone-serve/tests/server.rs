@@ -618,3 +618,57 @@ async fn api_key_in_flight_limit_and_timeout() {
     assert_eq!(s, 504, "{v}");
     assert_eq!(v["error_type"], "timeout");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_translation_model_generates_what_transformers_generates() {
+    let fx = read_json(&fixture("tiny_marian_expected.json"));
+    let server = Server::start(vec![fixture("tiny-marian")], ServeOptions::default()).await;
+    // Greedy by default (no num_beams in its generation_config.json), beam 3 on request;
+    // concurrent requests with different settings share the worker's batch.
+    let requests: Vec<_> = (0..4)
+        .flat_map(|i| [(i, None), (i, Some(3))])
+        .map(|(i, beams)| {
+            let source = fx["src"][i].as_str().unwrap().to_string();
+            let mut parameters = json!({"max_new_tokens": 12, "details": true});
+            if let Some(b) = beams {
+                parameters["num_beams"] = json!(b);
+            }
+            let body = json!({"inputs": source, "parameters": parameters}).to_string();
+            let (client, url) = (server.client.clone(), format!("{}/generate", server.base));
+            tokio::spawn(async move {
+                let r = client.post(url).body(body).send().await.unwrap();
+                (
+                    i,
+                    beams,
+                    r.status().as_u16(),
+                    r.json::<Value>().await.unwrap(),
+                )
+            })
+        })
+        .collect();
+    for r in requests {
+        let (i, beams, status, v) = r.await.unwrap();
+        assert_eq!(status, 200, "{v}");
+        let key = if beams.is_some() {
+            "beam3_text"
+        } else {
+            "greedy_text"
+        };
+        assert_eq!(v["generated_text"], fx[key][i], "sentence {i}, {key}");
+        // 12 tokens without EOS, then the forced EOS: Transformers' ids less the start.
+        assert_eq!(v["details"]["finish_reason"], "eos_token");
+        assert_eq!(v["details"]["generated_tokens"], 12);
+    }
+    let (s, v) = server
+        .post(
+            "/generate",
+            r#"{"inputs": "Ein Mann.", "parameters": {"do_sample": true}}"#,
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("`do_sample`"));
+    let (s, _) = server
+        .post("/generate_stream", r#"{"inputs": "Ein Mann."}"#)
+        .await;
+    assert_eq!(s, 422);
+}

@@ -2,12 +2,12 @@
 //! sequence-to-sequence model, one translation per line on stdout.
 
 use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
 
-use hone_core::inference::translate::{translate, TranslationConfig};
+use hone_core::inference::translate::{translate, GenerationFile};
 use hone_core::model::{Model, ModelDir, Seq2SeqLm};
 use hone_core::runtime::DeviceSpec;
 use hone_core::tokenization::TextTokenizer;
@@ -44,27 +44,6 @@ pub struct TranslateArgs {
     device: DeviceSpec,
 }
 
-/// The settings of a model's `generation_config.json` that `hone translate` honours.
-#[derive(Debug, Default, serde::Deserialize)]
-struct GenerationFile {
-    num_beams: Option<usize>,
-    max_length: Option<usize>,
-    length_penalty: Option<f64>,
-    early_stopping: Option<serde_json::Value>,
-}
-
-impl GenerationFile {
-    fn load(dir: &Path) -> Result<Self> {
-        let path = dir.join("generation_config.json");
-        if !path.is_file() {
-            return Ok(Self::default());
-        }
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("invalid {}", path.display()))
-    }
-}
-
 pub fn run(args: TranslateArgs) -> Result<()> {
     let device = args.device.open()?;
     let dir = ModelDir::open_with_base(&args.model_dir, args.base.as_deref())?;
@@ -73,22 +52,12 @@ pub fn run(args: TranslateArgs) -> Result<()> {
         .into_kind::<dyn Seq2SeqLm>()
         .map_err(|e| e.context(args.model_dir.display().to_string()))?;
     let tokenizer = TextTokenizer::from_dir(dir.tokenizer_dir())?;
-    let file = GenerationFile::load(&dir.path)?;
-    let most = model.net.max_positions() - 1;
-    let cfg = TranslationConfig {
-        num_beams: args.beam.or(file.num_beams).unwrap_or(1),
-        max_new_tokens: args
-            .max_new_tokens
-            .or(file.max_length.map(|m| m.saturating_sub(1)))
-            .unwrap_or(256)
-            .min(most),
-        length_penalty: args.length_penalty.or(file.length_penalty).unwrap_or(1.0),
-        // Transformers' default is false; "never" is not modelled and reads as false.
-        early_stopping: file
-            .early_stopping
-            .is_some_and(|v| v == serde_json::Value::Bool(true)),
-        use_cache: true,
-    };
+    let cfg = GenerationFile::load(&dir.path)?.translation_config(
+        model.net.max_positions(),
+        args.beam,
+        args.max_new_tokens,
+        args.length_penalty,
+    );
     let lines: Vec<String> = match &args.input {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?

@@ -49,6 +49,54 @@ impl Default for TranslationConfig {
     }
 }
 
+/// The settings of a model's `generation_config.json` that translation honours.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct GenerationFile {
+    pub num_beams: Option<usize>,
+    pub max_length: Option<usize>,
+    pub length_penalty: Option<f64>,
+    pub early_stopping: Option<serde_json::Value>,
+}
+
+impl GenerationFile {
+    /// The model directory's `generation_config.json` (all unset when there is none).
+    pub fn load(dir: &std::path::Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let path = dir.join("generation_config.json");
+        if !path.is_file() {
+            return Ok(Self::default());
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("invalid {}", path.display()))
+    }
+
+    /// The decoding settings: what the caller asks, else this file's, else Transformers'
+    /// defaults (greedy, `max_length` 256), within the model's `max_positions`.
+    pub fn translation_config(
+        &self,
+        max_positions: usize,
+        num_beams: Option<usize>,
+        max_new_tokens: Option<usize>,
+        length_penalty: Option<f64>,
+    ) -> TranslationConfig {
+        TranslationConfig {
+            num_beams: num_beams.or(self.num_beams).unwrap_or(1),
+            max_new_tokens: max_new_tokens
+                .or(self.max_length.map(|m| m.saturating_sub(1)))
+                .unwrap_or(256)
+                .min(max_positions.saturating_sub(1)),
+            length_penalty: length_penalty.or(self.length_penalty).unwrap_or(1.0),
+            // Transformers' default is false; "never" is not modelled and reads as false.
+            early_stopping: self
+                .early_stopping
+                .as_ref()
+                .is_some_and(|v| *v == serde_json::Value::Bool(true)),
+            use_cache: true,
+        }
+    }
+}
+
 /// One decoded sentence.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hypothesis {
