@@ -166,7 +166,7 @@ impl ServedModel {
         let max_input_length = options
             .max_input_length
             .map_or(positions, |m| m.min(positions));
-        let mut tokenizer = TextTokenizer::from_dir(dir.tokenizer_dir())?;
+        let mut tokenizer = dir.tokenizer()?;
         tokenizer.set_max_length(None)?;
         let limits = BatchLimits {
             max_inputs: options.max_batch_requests.max(1),

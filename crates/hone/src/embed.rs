@@ -7,7 +7,6 @@ use clap::Args;
 use hone_core::inference::embed::{embed_texts, Pooling};
 use hone_core::model::{Encoder, Model, ModelDir};
 use hone_core::runtime::DeviceSpec;
-use hone_core::tokenization::TextTokenizer;
 
 #[derive(Args, Debug)]
 pub struct EmbedArgs {
@@ -39,7 +38,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         .frozen()
         .into_kind::<dyn Encoder>()
         .map_err(|e| e.context(args.model_dir.display().to_string()))?;
-    let mut tokenizer = TextTokenizer::from_dir(dir.tokenizer_dir())?;
+    let mut tokenizer = dir.tokenizer()?;
     tokenizer.set_max_length(Some(args.max_length))?;
     let texts = if args.texts.is_empty() {
         std::io::stdin()

@@ -12,7 +12,6 @@ use hone_core::inference::classify::TextClassificationPipeline;
 use hone_core::inference::ner::TokenClassificationPipeline;
 use hone_core::model::{Head, HeadKind, Model, ModelDir, Seq2SeqLm};
 use hone_core::runtime::DeviceSpec;
-use hone_core::tokenization::TextTokenizer;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -90,7 +89,7 @@ fn run_perplexity(args: &EvalArgs, dir: &ModelDir, device: &candle_core::Device)
         .frozen()
         .into_kind::<dyn CausalLm>()?;
     let block = args.max_length.min(model.net.config().max_positions());
-    let tokenizer = TextTokenizer::from_dir(dir.tokenizer_dir())?;
+    let tokenizer = dir.tokenizer()?;
     let data = CausalLmData::for_evaluation(
         tokenizer,
         std::slice::from_ref(&args.data),
@@ -129,7 +128,7 @@ fn run_translation(args: &EvalArgs, dir: &ModelDir, device: &candle_core::Device
     let model = Model::open(dir, device)?
         .frozen()
         .into_kind::<dyn Seq2SeqLm>()?;
-    let tokenizer = TextTokenizer::from_dir(dir.tokenizer_dir())?;
+    let tokenizer = dir.tokenizer()?;
     let files = TranslationDataArgs {
         validation_source: args.target.as_ref().map(|_| args.data.clone()),
         validation_target: args.target.clone(),

@@ -9,7 +9,6 @@ use clap::Args;
 use hone_core::inference::generate::{generate, GenerationConfig};
 use hone_core::model::{CausalLm, Model, ModelDir};
 use hone_core::runtime::DeviceSpec;
-use hone_core::tokenization::TextTokenizer;
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -57,7 +56,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         .frozen()
         .into_kind::<dyn CausalLm>()
         .map_err(|e| e.context(args.model_dir.display().to_string()))?;
-    let tokenizer = TextTokenizer::from_dir(dir.tokenizer_dir())?;
+    let tokenizer = dir.tokenizer()?;
     let cfg = GenerationConfig {
         max_new_tokens: args.max_new_tokens,
         temperature: args.temperature,

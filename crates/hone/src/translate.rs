@@ -10,7 +10,6 @@ use clap::Args;
 use hone_core::inference::translate::{translate, GenerationFile};
 use hone_core::model::{Model, ModelDir, Seq2SeqLm};
 use hone_core::runtime::DeviceSpec;
-use hone_core::tokenization::TextTokenizer;
 
 #[derive(Args, Debug)]
 pub struct TranslateArgs {
@@ -51,7 +50,7 @@ pub fn run(args: TranslateArgs) -> Result<()> {
         .frozen()
         .into_kind::<dyn Seq2SeqLm>()
         .map_err(|e| e.context(args.model_dir.display().to_string()))?;
-    let tokenizer = TextTokenizer::from_dir(dir.tokenizer_dir())?;
+    let tokenizer = dir.tokenizer()?;
     let cfg = GenerationFile::load(&dir.path)?.translation_config(
         model.net.max_positions(),
         args.beam,

@@ -45,7 +45,7 @@ impl TextClassificationPipeline {
         let model = Model::open(dir, device)?
             .into_kind::<dyn SequenceClassifier>()
             .map_err(|e| e.context(dir.path.display().to_string()))?;
-        let mut tokenizer = TextTokenizer::from_dir(dir.tokenizer_dir())?;
+        let mut tokenizer = dir.tokenizer()?;
         tokenizer.set_max_length(Some(max_length))?;
         Self::new(model, tokenizer)
     }

@@ -70,7 +70,7 @@ impl TokenClassificationPipeline {
         let model = Model::open(dir, device)?
             .into_kind::<dyn TokenClassifier>()
             .map_err(|e| e.context(dir.path.display().to_string()))?;
-        let tokenizer = TextTokenizer::from_dir(dir.tokenizer_dir())?;
+        let tokenizer = dir.tokenizer()?;
         Ok(Self::new(model, tokenizer, max_length, stride))
     }
 

@@ -108,6 +108,23 @@ impl ModelDir {
         }
     }
 
+    /// The tokenizer that goes with the model (the directory's own, else the base's),
+    /// checked to produce no id past the model's vocabulary: such an id would index
+    /// beyond the embedding table at run time.
+    pub fn tokenizer(&self) -> Result<crate::tokenization::TextTokenizer> {
+        let tokenizer = crate::tokenization::TextTokenizer::from_dir(self.tokenizer_dir())?;
+        let (ids, vocab) = (tokenizer.vocab_size(), self.config.arch.vocab_size());
+        if ids > vocab {
+            bail!(
+                "the tokenizer in {} has {ids} ids but the model's vocabulary (vocab_size in \
+                 {}) has {vocab}: ids {vocab} and above have no embedding",
+                self.tokenizer_dir().display(),
+                self.path.join("config.json").display()
+            )
+        }
+        Ok(tokenizer)
+    }
+
     /// Read every checkpoint tensor of the base model, with the int8 weights of a
     /// quantized one (their f32 values among the tensors too).
     pub fn read_weights(&self, device: &Device) -> Result<Checkpoint> {
