@@ -1,0 +1,131 @@
+//! Crash consistency: `hone finetune` killed with SIGKILL at a few moments (start-up, a
+//! step, an evaluation or checkpoint write) and resumed each time ends with the weights of
+//! an uninterrupted run, bit for bit, and a metrics.jsonl with every step once.
+//! `scripts/kill-resume.sh 20` runs the same at 20 random moments.
+
+#[path = "../../hone-core/tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn finetune(out: &Path, extra: &[&str]) -> Command {
+    let data = shared_dir().join("data/sst2");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hone"));
+    c.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .args([
+            "finetune",
+            "--config",
+            "examples/sst2.toml",
+            "--log",
+            "warn",
+        ])
+        .args([
+            "--set",
+            &format!("data.train_file={:?}", data.join("train.tsv")),
+        ])
+        .args([
+            "--set",
+            &format!("data.validation_file={:?}", data.join("validation.tsv")),
+        ])
+        .args(["--set", &format!("output_dir={out:?}")]);
+    for kv in [
+        "data.max_train_samples=256",
+        "data.max_eval_samples=32",
+        "data.max_seq_length=24",
+        "per_device_train_batch_size=8",
+        "max_steps=18",
+        "eval_strategy=\"steps\"",
+        "eval_steps=6",
+        "logging_steps=1",
+        "progress=false",
+        "seed=7",
+    ] {
+        c.args(["--set", kv]);
+    }
+    c.args(extra).stdout(Stdio::null()).stderr(Stdio::piped());
+    c
+}
+
+fn steps(metrics: &Path, key: &str) -> Vec<u64> {
+    std::fs::read_to_string(metrics)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get(key).is_some())
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn sigkilled_runs_resume_to_the_uninterrupted_weights() {
+    let root = std::env::temp_dir().join(format!("hone-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (straight, killed): (PathBuf, PathBuf) = (root.join("straight"), root.join("killed"));
+    let start = Instant::now();
+    let out = finetune(&straight, &[]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let full = start.elapsed();
+
+    // Kill at fixed fractions of an uninterrupted run's time, each run resuming the last.
+    let mut hits = 0;
+    for fraction in [0.35, 0.6, 0.8] {
+        let flags: &[&str] = if !killed.exists() {
+            &[]
+        } else if std::fs::read_dir(&killed).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("checkpoint-")
+        }) {
+            &["--resume"]
+        } else {
+            &["--overwrite-output-dir"]
+        };
+        let mut child = finetune(&killed, flags).spawn().unwrap();
+        std::thread::sleep(full.mul_f64(fraction));
+        hits += child.try_wait().unwrap().is_none() as usize;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    assert!(hits >= 2, "only {hits} kills hit a running process");
+    let flags: &[&str] = if std::fs::read_dir(&killed).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("checkpoint-")
+    }) {
+        &["--resume"]
+    } else {
+        &["--overwrite-output-dir"]
+    };
+    let out = finetune(&killed, flags).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let a = std::fs::read(straight.join("model.safetensors")).unwrap();
+    let b = std::fs::read(killed.join("model.safetensors")).unwrap();
+    assert!(
+        a == b,
+        "the resumed weights differ from the uninterrupted run's"
+    );
+    for key in ["loss", "eval_loss"] {
+        let (x, y) = (
+            steps(&straight.join("metrics.jsonl"), key),
+            steps(&killed.join("metrics.jsonl"), key),
+        );
+        assert_eq!(x, y, "{key} steps in metrics.jsonl");
+    }
+    assert!(full < Duration::from_secs(600));
+    std::fs::remove_dir_all(&root).unwrap();
+}
