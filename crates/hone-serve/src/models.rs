@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use candle_core::Device;
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -14,7 +15,7 @@ use hone_core::inference::embed::{embed_texts, Pooling};
 use hone_core::inference::generate::{generate, FinishReason, GenerationConfig};
 use hone_core::inference::ner::{TextEntities, TokenClassificationPipeline};
 use hone_core::inference::translate::{translate, GenerationFile, Translation, TranslationConfig};
-use hone_core::model::{CausalLm, Encoder, Head, HeadKind, Model, ModelDir, Seq2SeqLm};
+use hone_core::model::{CausalLm, Encoder, Head, HeadKind, Model, ModelDir, NetKind, Seq2SeqLm};
 use hone_core::runtime::DeviceSpec;
 use hone_core::tokenization::TextTokenizer;
 
@@ -178,10 +179,7 @@ impl ServedModel {
         let spawn_err = || format!("cannot start the worker thread of {}", path.display());
         let (task, labels, worker) = match Head::from_config(&dir.config).kind() {
             HeadKind::Base => {
-                let model = Model::open(&dir, &device)?
-                    .frozen()
-                    .into_kind::<dyn Encoder>()
-                    .map_err(|e| e.context(path.display().to_string()))?;
+                let model = open_frozen::<dyn Encoder>(&dir, &device)?;
                 let mut tok = tokenizer.clone();
                 tok.set_max_length(Some(max_input_length))?;
                 let pooling = options.pooling;
@@ -218,10 +216,7 @@ impl ServedModel {
                 (Task::TokenClassification, labels, Worker::Ner(worker))
             }
             HeadKind::CausalLm => {
-                let model = Model::open(&dir, &device)?
-                    .frozen()
-                    .into_kind::<dyn CausalLm>()
-                    .map_err(|e| e.context(path.display().to_string()))?;
+                let model = open_frozen::<dyn CausalLm>(&dir, &device)?;
                 let tok = tokenizer.clone();
                 // One sequence at a time: the KV cache holds one.
                 let one = BatchLimits {
@@ -237,10 +232,7 @@ impl ServedModel {
                 (Task::TextGeneration, Vec::new(), Worker::Generate(worker))
             }
             HeadKind::Seq2SeqLm => {
-                let model = Model::open(&dir, &device)?
-                    .frozen()
-                    .into_kind::<dyn Seq2SeqLm>()
-                    .map_err(|e| e.context(path.display().to_string()))?;
+                let model = open_frozen::<dyn Seq2SeqLm>(&dir, &device)?;
                 let tok = tokenizer.clone();
                 let worker = Batcher::spawn(&name, limits, capacity, metrics, move |jobs| {
                     translate_batch(&*model.net, &tok, jobs, batch)
@@ -303,6 +295,14 @@ impl ServedModel {
         }
         Ok(total)
     }
+}
+
+/// The directory's model as a head of kind `N`, frozen for inference.
+fn open_frozen<N: NetKind + ?Sized>(dir: &ModelDir, device: &Device) -> Result<Model<N>> {
+    Model::open(dir, device)?
+        .frozen()
+        .into_kind::<N>()
+        .map_err(|e| e.context(dir.path.display().to_string()))
 }
 
 /// Translate a batch whose sentences may ask for different decoding: one pass per

@@ -50,6 +50,21 @@ fn finetune(out: &Path, extra: &[&str]) -> Command {
     c
 }
 
+/// How a user restarts a killed run: resume from a checkpoint, or start afresh in the
+/// directory it left when it died before its first one.
+fn restart_flags(out: &Path) -> &'static [&'static str] {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return &[];
+    };
+    let checkpointed = entries
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("checkpoint-"));
+    match checkpointed {
+        true => &["--resume"],
+        false => &["--overwrite-output-dir"],
+    }
+}
+
 fn steps(metrics: &Path, key: &str) -> Vec<u64> {
     std::fs::read_to_string(metrics)
         .unwrap()
@@ -77,36 +92,14 @@ fn sigkilled_runs_resume_to_the_uninterrupted_weights() {
     // Kill at fixed fractions of an uninterrupted run's time, each run resuming the last.
     let mut hits = 0;
     for fraction in [0.35, 0.6, 0.8] {
-        let flags: &[&str] = if !killed.exists() {
-            &[]
-        } else if std::fs::read_dir(&killed).unwrap().any(|e| {
-            e.unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("checkpoint-")
-        }) {
-            &["--resume"]
-        } else {
-            &["--overwrite-output-dir"]
-        };
-        let mut child = finetune(&killed, flags).spawn().unwrap();
+        let mut child = finetune(&killed, restart_flags(&killed)).spawn().unwrap();
         std::thread::sleep(full.mul_f64(fraction));
         hits += child.try_wait().unwrap().is_none() as usize;
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
     }
     assert!(hits >= 2, "only {hits} kills hit a running process");
-    let flags: &[&str] = if std::fs::read_dir(&killed).unwrap().any(|e| {
-        e.unwrap()
-            .file_name()
-            .to_string_lossy()
-            .starts_with("checkpoint-")
-    }) {
-        &["--resume"]
-    } else {
-        &["--overwrite-output-dir"]
-    };
-    let out = finetune(&killed, flags).output().unwrap();
+    let out = finetune(&killed, restart_flags(&killed)).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
