@@ -84,17 +84,23 @@ fn main() {
 /// `RUST_BACKTRACE` is set: a user's mistake (a text longer than the model, say) gets the
 /// message, not the dump.
 fn one_line(e: &anyhow::Error) -> String {
-    e.chain()
-        .map(|cause| {
-            let text = cause.to_string();
-            text.lines()
-                .next()
-                .unwrap_or_default()
-                .trim_end()
-                .to_string()
-        })
-        .collect::<Vec<_>>()
-        .join(": ")
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let first = text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_end()
+            .to_string();
+        // An error that prints its source already (`I/O error: No space left on device`)
+        // is not followed by that source again.
+        if parts.last().is_some_and(|p| p.ends_with(&first)) {
+            continue;
+        }
+        parts.push(first);
+    }
+    parts.join(": ")
 }
 
 fn run() -> anyhow::Result<()> {
@@ -230,4 +236,37 @@ fn read_lines_or_stdin(input: &str) -> anyhow::Result<Vec<String>> {
         .enumerate()
         .map(|(i, l)| l.with_context(|| format!("stdin line {}: not valid UTF-8", i + 1)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    /// An error that prints its source in its own message, as safetensors' I/O error does.
+    #[derive(Debug)]
+    struct Wrapping(std::io::Error);
+
+    impl std::fmt::Display for Wrapping {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "I/O error: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapping {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_source_already_printed_is_not_repeated() {
+        let io = std::io::Error::other("No space left on device");
+        let e = anyhow::Error::new(Wrapping(io)).context("cannot write x/model.safetensors");
+        assert_eq!(
+            one_line(&e),
+            "cannot write x/model.safetensors: I/O error: No space left on device"
+        );
+        let plain = anyhow::anyhow!("bad\nsecond line").context("outer");
+        assert_eq!(one_line(&plain), "outer: bad");
+    }
 }
