@@ -214,9 +214,11 @@ fn holds_int8(path: &Path) -> Result<bool> {
     let mut len = [0u8; 8];
     file.read_exact(&mut len)?;
     let len = u64::from_le_bytes(len);
-    // safetensors' own bound on a header's size.
-    if len > 100_000_000 {
-        bail!("a header of {len} bytes: not a safetensors file")
+    // safetensors' own bound on a header's size, and the file's: nothing is allocated
+    // for a header the file cannot hold.
+    let file_len = file.metadata()?.len();
+    if len > 100_000_000 || len > file_len.saturating_sub(8) {
+        bail!("a header of {len} bytes in a file of {file_len}: not a safetensors file")
     }
     let mut header = vec![0u8; len as usize];
     file.read_exact(&mut header)?;
