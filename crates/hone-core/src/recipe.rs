@@ -53,7 +53,10 @@ fn located(path: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
     let Some(span) = e.span() else {
         return anyhow!("{}: {}", path.display(), e.message());
     };
-    let line_no = text[..span.start].matches('\n').count() + 1;
+    // Bytes, not a str slice: the span may start inside a multi-byte character (an invalid
+    // escape before one), and slicing there would panic.
+    let before = &text.as_bytes()[..span.start.min(text.len())];
+    let line_no = before.iter().filter(|&&b| b == b'\n').count() + 1;
     let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
     let what = line.split_once('=').map_or(line, |(key, _)| key.trim());
     anyhow!("{}:{line_no}: {what}: {}", path.display(), e.message())
@@ -157,6 +160,15 @@ mod tests {
         learning_rate: f64,
         seed: u64,
         max_steps: Option<usize>,
+    }
+
+    /// Found by the `recipe_with_overrides` fuzz target: an invalid escape before a
+    /// multi-byte character puts the error's span inside that character.
+    #[test]
+    fn an_error_inside_a_multibyte_character_is_located_without_a_panic() {
+        let text = "\n\n\r\n\"\\\u{fffd}";
+        let err = parse_recipe::<Recipe>(text, Path::new("r.toml"), &[]).unwrap_err();
+        assert!(err.to_string().starts_with("r.toml:"), "{err}");
     }
 
     #[test]
