@@ -167,6 +167,16 @@ impl ServedModel {
         let max_input_length = options
             .max_input_length
             .map_or(positions, |m| m.min(positions));
+        let head = Head::from_config(&dir.config).kind();
+        // What cannot be served is said before anything is read.
+        if matches!(head, HeadKind::MaskedLm | HeadKind::PreTraining) {
+            bail!(
+                "{}: a {class_name} ({head:?} head) cannot be served; hone serve takes \
+                 encoders (embeddings), sequence and token classifiers, causal LMs and \
+                 translation models",
+                path.display()
+            )
+        }
         let mut tokenizer = dir.tokenizer()?;
         tokenizer.set_max_length(None)?;
         let limits = BatchLimits {
@@ -177,7 +187,7 @@ impl ServedModel {
         let capacity = options.max_concurrent_requests;
         let batch = limits.max_inputs;
         let spawn_err = || format!("cannot start the worker thread of {}", path.display());
-        let (task, labels, worker) = match Head::from_config(&dir.config).kind() {
+        let (task, labels, worker) = match head {
             HeadKind::Base => {
                 let model = open_frozen::<dyn Encoder>(&dir, &device)?;
                 let mut tok = tokenizer.clone();
@@ -240,12 +250,7 @@ impl ServedModel {
                 .with_context(spawn_err)?;
                 (Task::Translation, Vec::new(), Worker::Translate(worker))
             }
-            other => bail!(
-                "{}: a {class_name} ({other:?} head) cannot be served; hone serve takes \
-                 encoders (embeddings), sequence and token classifiers, causal LMs and \
-                 translation models",
-                path.display()
-            ),
+            HeadKind::MaskedLm | HeadKind::PreTraining => unreachable!("refused above"),
         };
         Ok(Self {
             name,
