@@ -2,47 +2,23 @@
 //! Transformers and PEFT (or the library's own pipelines), payloads as TEI's and TGI's
 //! documentation write them, and each failure mode with its status code.
 
-use std::path::{Path, PathBuf};
+#[path = "../../hone-core/tests/common/mod.rs"]
+mod common;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use candle_core::Device;
 use serde_json::{json, Value};
 
+use common::{fixture, minilm_dir, read_fixture, shared_dir};
 use hone_core::inference::generate::{generate, GenerationConfig};
 use hone_core::inference::ner::TokenClassificationPipeline;
 use hone_core::model::{CausalLm, Head, Model, ModelConfig, Net};
 use hone_core::tokenization::train::{train_tokenizer, TokenizerKind};
 use hone_core::tokenization::TextTokenizer;
 use hone_serve::{AppState, ServeOptions};
-
-fn shared() -> PathBuf {
-    match std::env::var_os("HONE_SHARED") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")),
-    }
-}
-
-fn fixture(name: &str) -> PathBuf {
-    shared().join("fixtures").join(name)
-}
-
-fn read_json(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
-}
-
-fn minilm() -> PathBuf {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../models/all-MiniLM-L6-v2"
-    ));
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "run scripts/fetch-model.sh first"
-    );
-    dir
-}
 
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("hone-serve-{name}-{}", std::process::id()));
@@ -57,12 +33,13 @@ fn tiny_gpt2_with_tokenizer() -> PathBuf {
     for f in ["config.json", "model.safetensors"] {
         std::fs::copy(fixture("tiny-gpt2").join(f), dir.join(f)).unwrap();
     }
-    let corpus: String = std::fs::read_to_string(shared().join("data/tinyshakespeare/input.txt"))
-        .unwrap()
-        .lines()
-        .take(3000)
-        .collect::<Vec<_>>()
-        .join("\n");
+    let corpus: String =
+        std::fs::read_to_string(shared_dir().join("data/tinyshakespeare/input.txt"))
+            .unwrap()
+            .lines()
+            .take(3000)
+            .collect::<Vec<_>>()
+            .join("\n");
     let corpus_file = dir.join("corpus.txt");
     std::fs::write(&corpus_file, corpus).unwrap();
     let tok = train_tokenizer(
@@ -81,7 +58,8 @@ fn tiny_gpt2_with_tokenizer() -> PathBuf {
 /// A small BERT token classifier (random weights) with MiniLM's tokenizer.
 fn tiny_ner_model() -> PathBuf {
     let dir = temp_dir("ner");
-    let mut config = read_json(&minilm().join("config.json"));
+    let config_text = std::fs::read_to_string(minilm_dir().join("config.json")).unwrap();
+    let mut config: Value = serde_json::from_str(&config_text).unwrap();
     for (k, v) in [
         ("hidden_size", json!(32)),
         ("num_hidden_layers", json!(2)),
@@ -106,7 +84,11 @@ fn tiny_ner_model() -> PathBuf {
         .unwrap()
         .save(&dir)
         .unwrap();
-    std::fs::copy(minilm().join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    std::fs::copy(
+        minilm_dir().join("tokenizer.json"),
+        dir.join("tokenizer.json"),
+    )
+    .unwrap();
     dir
 }
 
@@ -183,18 +165,18 @@ fn close(a: &Value, b: &Value, tol: f64, what: &str) {
 
 fn with_base() -> ServeOptions {
     ServeOptions {
-        base: Some(minilm()),
+        base: Some(minilm_dir()),
         ..Default::default()
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embeddings_and_predictions_match_transformers_and_peft() {
-    let server = Server::start(vec![minilm(), fixture("lora-minilm-sst2")], with_base()).await;
+    let server = Server::start(vec![minilm_dir(), fixture("lora-minilm-sst2")], with_base()).await;
     assert_eq!(server.get("/health").await.0, 200);
 
     // /embed: mean pooling as sentence-transformers does it, against Transformers.
-    let fx = read_json(&fixture("minilm_forward.json"));
+    let fx = read_fixture("minilm_forward.json");
     let texts: Vec<&str> = fx["cases"]
         .as_array()
         .unwrap()
@@ -221,7 +203,7 @@ async fn embeddings_and_predictions_match_transformers_and_peft() {
     assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
 
     // /predict: PEFT's adapter (unmerged) over the base, against PEFT's probabilities.
-    let fx = read_json(&fixture("lora_minilm_expected.json"));
+    let fx = read_fixture("lora_minilm_expected.json");
     let labels = ["LABEL_0", "LABEL_1"];
     for (i, text) in fx["texts"].as_array().unwrap().iter().enumerate() {
         let (status, got) = server
@@ -272,7 +254,7 @@ async fn embeddings_and_predictions_match_transformers_and_peft() {
         .post("/tokenize", &json!({"inputs": text}).to_string())
         .await;
     assert_eq!(status, 200);
-    let tok = TextTokenizer::from_dir(&minilm()).unwrap();
+    let tok = TextTokenizer::from_dir(&minilm_dir()).unwrap();
     let want = tok.encode(text, None).unwrap();
     let tokens = got[0].as_array().unwrap();
     let ids: Vec<u32> = tokens
@@ -320,7 +302,7 @@ async fn embeddings_and_predictions_match_transformers_and_peft() {
 async fn tei_and_tgi_documentation_payloads_are_answered() {
     let gpt2 = tiny_gpt2_with_tokenizer();
     let server = Server::start(
-        vec![minilm(), fixture("gpt2-seqcls"), gpt2.clone()],
+        vec![minilm_dir(), fixture("gpt2-seqcls"), gpt2.clone()],
         ServeOptions::default(),
     )
     .await;
@@ -469,7 +451,7 @@ fn slow_body() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_failure_mode_has_its_status_code() {
     let server = Server::start(
-        vec![minilm()],
+        vec![minilm_dir()],
         ServeOptions {
             payload_limit: 200_000,
             max_client_batch_size: 32,
@@ -563,7 +545,7 @@ async fn generation_parameters_are_checked_by_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_key_in_flight_limit_and_timeout() {
     let server = Server::start(
-        vec![minilm()],
+        vec![minilm_dir()],
         ServeOptions {
             api_key: Some("s3cret".into()),
             max_concurrent_requests: 1,
@@ -607,7 +589,7 @@ async fn api_key_in_flight_limit_and_timeout() {
 
     // A request not answered in time gets 504.
     let server = Server::start(
-        vec![minilm()],
+        vec![minilm_dir()],
         ServeOptions {
             request_timeout: Duration::from_millis(50),
             ..Default::default()
@@ -621,7 +603,7 @@ async fn api_key_in_flight_limit_and_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_translation_model_generates_what_transformers_generates() {
-    let fx = read_json(&fixture("tiny_marian_expected.json"));
+    let fx = read_fixture("tiny_marian_expected.json");
     let server = Server::start(vec![fixture("tiny-marian")], ServeOptions::default()).await;
     // Greedy by default (no num_beams in its generation_config.json), beam 3 on request;
     // concurrent requests with different settings share the worker's batch.
@@ -781,7 +763,7 @@ async fn hostile_bodies_never_crash_the_server_or_get_a_500() {
     let gpt2 = tiny_gpt2_with_tokenizer();
     let server = Server::start(
         vec![
-            minilm(),
+            minilm_dir(),
             fixture("gpt2-seqcls"),
             gpt2,
             fixture("tiny-marian"),
