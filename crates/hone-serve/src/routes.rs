@@ -127,17 +127,25 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
 }
 
 impl AppState {
-    /// The model that serves `task` (the one named `name` when several do).
-    fn pick(&self, task: Task, name: Option<&str>) -> Result<&ServedModel, ApiError> {
-        let mut candidates = self.models.iter().filter(|m| m.task == task);
+    /// The model that serves one of `tasks` (the one named `name` when several do).
+    fn pick(&self, tasks: &[Task], name: Option<&str>) -> Result<&ServedModel, ApiError> {
+        Ok(&self.models[self.pick_index(tasks, name)?])
+    }
+
+    /// [`Self::pick`]'s model as its place in `models` (what a spawned task keeps).
+    fn pick_index(&self, tasks: &[Task], name: Option<&str>) -> Result<usize, ApiError> {
+        let mut candidates =
+            (0..self.models.len()).filter(|&i| tasks.contains(&self.models[i].task));
         let found = match name {
-            Some(name) => candidates.find(|m| m.name == name),
+            Some(name) => candidates.find(|&i| self.models[i].name == name),
             None => candidates.next(),
         };
         found.ok_or_else(|| {
+            let kinds: Vec<String> = tasks.iter().map(|t| format!("{t:?}")).collect();
+            let kinds = kinds.join(" or ");
             let what = match name {
-                Some(name) => format!("no {task:?} model named `{name}` is served"),
-                None => format!("this server holds no {task:?} model for this route"),
+                Some(name) => format!("no {kinds} model named `{name}` is served"),
+                None => format!("this server holds no {kinds} model for this route"),
             };
             ApiError::new(StatusCode::NOT_FOUND, ErrorType::NotFound, what)
         })
@@ -201,7 +209,7 @@ async fn embed(
     State(state): State<Shared>,
     Body(req): Body<EmbedRequest>,
 ) -> Result<Json<Vec<Vec<f32>>>, ApiError> {
-    let model = state.pick(Task::Embedding, req.model.as_deref())?;
+    let model = state.pick(&[Task::Embedding], req.model.as_deref())?;
     let texts = req.inputs.into_vec();
     state.check_batch(texts.len())?;
     let pairs: Vec<_> = texts.iter().map(|t| (t.as_str(), None)).collect();
@@ -225,7 +233,7 @@ async fn predict(
     State(state): State<Shared>,
     Body(req): Body<PredictRequest>,
 ) -> Result<Response, ApiError> {
-    let model = state.pick(Task::Classification, req.model.as_deref())?;
+    let model = state.pick(&[Task::Classification], req.model.as_deref())?;
     let (inputs, batch) = match req.inputs {
         PredictInput::Single(s) => (vec![s], false),
         PredictInput::Batch(b) => (b, true),
@@ -325,7 +333,7 @@ async fn ner(
     State(state): State<Shared>,
     Body(req): Body<NerRequest>,
 ) -> Result<Response, ApiError> {
-    let model = state.pick(Task::TokenClassification, req.model.as_deref())?;
+    let model = state.pick(&[Task::TokenClassification], req.model.as_deref())?;
     let batch = req.inputs.is_batch();
     let texts = req.inputs.into_vec();
     state.check_batch(texts.len())?;
@@ -445,27 +453,23 @@ fn finish_reason(f: HoneFinish) -> FinishReason {
 /// Check a generation request and queue it; the permit lives as long as the work.
 fn start_generation(
     state: &Shared,
+    index: usize,
     req: &GenerateRequest,
     stream: Option<tokio::sync::mpsc::UnboundedSender<StreamToken>>,
-) -> Result<(usize, GenerationConfig, GenerationJob), ApiError> {
-    let model = state.pick(Task::TextGeneration, req.model.as_deref())?;
+) -> Result<(GenerationConfig, GenerationJob), ApiError> {
+    let model = &state.models[index];
     if req.inputs.is_empty() {
         return Err(ApiError::unprocessable("`inputs` cannot be empty"));
     }
     let prompt_tokens = model.count_tokens(&[(req.inputs.as_str(), None)], false)?;
     count_input(state, "/generate", prompt_tokens);
     let config = generation_config(state, model, prompt_tokens, &req.parameters)?;
-    let index = state
-        .models
-        .iter()
-        .position(|m| std::ptr::eq(m, model))
-        .expect("picked from the list");
     let job = GenerationJob {
         prompt: req.inputs.clone(),
         config: config.clone(),
         stream,
     };
-    Ok((index, config, job))
+    Ok((config, job))
 }
 
 async fn run_job(
@@ -486,24 +490,8 @@ async fn run_job(
     Ok(outcome)
 }
 
-/// The model `/generate` uses: a causal LM or a translation model (the named one).
-fn generator<'a>(state: &'a AppState, name: Option<&str>) -> Result<&'a ServedModel, ApiError> {
-    let mut candidates = state
-        .models
-        .iter()
-        .filter(|m| matches!(m.task, Task::TextGeneration | Task::Translation));
-    match name {
-        Some(name) => candidates.find(|m| m.name == name),
-        None => candidates.next(),
-    }
-    .ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            ErrorType::NotFound,
-            "this server holds no causal LM or translation model for this route",
-        )
-    })
-}
+/// What `/generate` and `/generate_stream` may run.
+const GENERATORS: [Task; 2] = [Task::TextGeneration, Task::Translation];
 
 /// `/generate` on a translation model: the whole sentence at once, greedy or beam search.
 async fn translate_request(
@@ -576,11 +564,12 @@ async fn generate(
     State(state): State<Shared>,
     Body(req): Body<GenerateRequest>,
 ) -> Result<Json<GenerateResponse>, ApiError> {
-    let model = generator(&state, req.model.as_deref())?;
+    let index = state.pick_index(&GENERATORS, req.model.as_deref())?;
+    let model = &state.models[index];
     if model.task == Task::Translation {
         return translate_request(&state, model, &req).await.map(Json);
     }
-    let (index, config, job) = start_generation(&state, &req, None)?;
+    let (config, job) = start_generation(&state, index, &req, None)?;
     let _permit = state.permit()?;
     let outcome = run_job(&state, index, job).await?;
     let generated_text = match req.parameters.return_full_text {
@@ -603,14 +592,15 @@ async fn generate_stream(
     State(state): State<Shared>,
     Body(req): Body<GenerateRequest>,
 ) -> Result<Response, ApiError> {
-    if generator(&state, req.model.as_deref())?.task == Task::Translation {
+    let index = state.pick_index(&GENERATORS, req.model.as_deref())?;
+    if state.models[index].task == Task::Translation {
         return Err(ApiError::unprocessable(
             "`/generate_stream` needs a causal LM: a translation model decodes whole \
              sentences (beam search); use /generate",
         ));
     }
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<StreamToken>();
-    let (index, config, job) = start_generation(&state, &req, Some(tx))?;
+    let (config, job) = start_generation(&state, index, &req, Some(tx))?;
     let permit = state.permit()?;
     let (last_tx, last_rx) = tokio::sync::oneshot::channel::<Event>();
     let worker_state = state.clone();
