@@ -153,3 +153,30 @@ fn a_tokenizer_past_the_vocabulary_or_unreadable_is_named() {
     let err = tokenizer_error(&dir);
     assert!(err.contains("tokenizer.json"), "{err}");
 }
+
+#[test]
+fn a_bit_flipped_in_the_data_of_weights_hone_wrote_is_named_by_tensor() {
+    // Saved by hone (with a CRC-32 per tensor), then one bit of one tensor's data flipped:
+    // without the checksum this loads with one wrong value.
+    let model = Model::<Net>::load(&fixture("tiny-gpt2"), &Device::Cpu).unwrap();
+    let dir = std::env::temp_dir().join(format!("hone-corrupt-crc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    model.save(&dir).unwrap();
+    assert!(Model::<Net>::load(&dir, &Device::Cpu).is_ok());
+    let path = dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let name = "transformer.h.1.mlp.c_fc.weight";
+    let begin = header[name]["data_offsets"][0].as_u64().unwrap() as usize;
+    bytes[8 + header_len + begin + 101] ^= 0x04;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = load_error(&dir);
+    assert!(
+        err.contains(&format!("`{name}`"))
+            && err.contains("checksum")
+            && err.contains("model.safetensors"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

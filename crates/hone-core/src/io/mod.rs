@@ -1,5 +1,7 @@
 //! File helpers shared by every room: atomic writes, JSON files with clear errors.
 
+pub mod safetensors_file;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

@@ -409,6 +409,7 @@ impl AdapterFiles {
         device: &candle_core::Device,
     ) -> Result<std::collections::HashMap<String, candle_core::Tensor>> {
         let path = self.dir.join(ADAPTER_WEIGHTS);
+        crate::io::safetensors_file::verify(&path)?;
         let tensors = candle_core::safetensors::load(&path, device)
             .with_context(|| format!("cannot read adapter weights {}", path.display()))?;
         Ok(tensors

@@ -529,9 +529,7 @@ impl<N: ?Sized> Model<N> {
             .into_iter()
             .map(|(n, v)| (peft_name(&n), v.as_tensor().clone()))
             .collect();
-        crate::io::write_atomically(&dir.join(ADAPTER_WEIGHTS), |tmp| {
-            candle_core::safetensors::save(&tensors, tmp).map_err(anyhow::Error::from)
-        })
+        crate::io::safetensors_file::write(&dir.join(ADAPTER_WEIGHTS), &tensors, HashMap::new())
     }
 
     /// Set the weights back from what [`Model::save`] wrote into `dir` (a checkpoint):
@@ -540,6 +538,7 @@ impl<N: ?Sized> Model<N> {
         let (path, params, tensors) = match &self.adapter {
             None => {
                 let path = dir.join("model.safetensors");
+                crate::io::safetensors_file::verify(&path)?;
                 let tensors = candle_core::safetensors::load(&path, &self.device)
                     .with_context(|| format!("cannot read {}", path.display()))?;
                 (path, self.params.params(), tensors)
@@ -612,8 +611,6 @@ impl<N: ?Sized> Model<N> {
         }
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         crate::io::write_json(&dir.join("config.json"), &self.config.to_json()?)?;
-        crate::io::write_atomically(&dir.join("model.safetensors"), |tmp| {
-            candle_core::safetensors::save(&merged, tmp).map_err(anyhow::Error::from)
-        })
+        crate::io::safetensors_file::write(&dir.join("model.safetensors"), &merged, HashMap::new())
     }
 }

@@ -196,9 +196,7 @@ impl ParamStore {
             .into_iter()
             .map(|(n, v)| (n, v.as_tensor().clone()))
             .collect();
-        crate::io::write_atomically(path, |tmp| {
-            candle_core::safetensors::save(&tensors, tmp).map_err(anyhow::Error::from)
-        })
+        crate::io::safetensors_file::write(path, &tensors, HashMap::new())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

@@ -123,6 +123,7 @@ pub fn read_safetensors(
     path: &Path,
     device: &Device,
 ) -> Result<(HashMap<String, Tensor>, Option<Int8Weights>)> {
+    crate::io::safetensors_file::verify(path)?;
     let cannot = || format!("cannot read weights {}", path.display());
     // A plain checkpoint is read as before (memory-mapped by candle); only a quantized one
     // is read whole, to split its int8 tensors out.
@@ -209,20 +210,8 @@ pub fn read_safetensors(
 /// Whether a safetensors file holds any I8 tensor, from its header alone (8 bytes of
 /// length, then the JSON that names each tensor's dtype).
 fn holds_int8(path: &Path) -> Result<bool> {
-    use std::io::Read;
     let mut file = std::fs::File::open(path)?;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len)?;
-    let len = u64::from_le_bytes(len);
-    // safetensors' own bound on a header's size, and the file's: nothing is allocated
-    // for a header the file cannot hold.
-    let file_len = file.metadata()?.len();
-    if len > 100_000_000 || len > file_len.saturating_sub(8) {
-        bail!("a header of {len} bytes in a file of {file_len}: not a safetensors file")
-    }
-    let mut header = vec![0u8; len as usize];
-    file.read_exact(&mut header)?;
-    let header: serde_json::Value = serde_json::from_slice(&header)?;
+    let (header, _) = crate::io::safetensors_file::read_header(&mut file)?;
     Ok(header
         .as_object()
         .is_some_and(|m| m.values().any(|t| t["dtype"] == "I8")))
@@ -289,11 +278,10 @@ pub fn write_safetensors(
         .iter()
         .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b)?)))
         .collect::<Result<Vec<_>>>()?;
-    // Serialized in memory and written as any file is (serialize_to_file makes it 0600).
-    let metadata = (!transposed.is_empty()).then(|| {
+    let mut metadata = HashMap::new();
+    if !transposed.is_empty() {
         let list: Vec<&str> = transposed.iter().map(String::as_str).collect();
-        HashMap::from([(TRANSPOSED_KEY.to_string(), list.join(","))])
-    });
-    let bytes = safetensors::serialize(views, metadata)?;
-    crate::io::write_bytes_atomically(path, &bytes)
+        metadata.insert(TRANSPOSED_KEY.to_string(), list.join(","));
+    }
+    crate::io::safetensors_file::write_views(path, views, metadata)
 }

@@ -205,9 +205,11 @@ impl OptimizerState {
             .iter()
             .map(|(k, t)| (k.clone(), t.clone()))
             .collect();
-        crate::io::write_atomically(&dir.join(STATE_TENSORS_FILE), |tmp| {
-            candle_core::safetensors::save(&tensors, tmp).map_err(anyhow::Error::from)
-        })?;
+        crate::io::safetensors_file::write(
+            &dir.join(STATE_TENSORS_FILE),
+            &tensors,
+            HashMap::new(),
+        )?;
         let meta = StateMeta {
             kind: self.kind,
             step_count: self.step_count,
@@ -221,6 +223,7 @@ impl OptimizerState {
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let meta: StateMeta = crate::io::read_json(&dir.join(STATE_META_FILE))?;
         let path = dir.join(STATE_TENSORS_FILE);
+        crate::io::safetensors_file::verify(&path)?;
         let tensors = candle_core::safetensors::load(&path, device)
             .with_context(|| format!("cannot read optimizer state {}", path.display()))?;
         Ok(Self {
