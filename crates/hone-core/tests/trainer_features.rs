@@ -1,8 +1,14 @@
 //! The trainer's features on a tiny synthetic task: accumulation, freezing, early stopping,
-//! NaN handling, checkpoints.
+//! NaN handling (a NaN loss, injected infinite gradients in fp32 and fp16), checkpoints.
+
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use candle_core::Device;
-use hone_core::training::{EvalStrategy, Trainer};
+use hone_core::model::{Model, SequenceClassifier};
+use hone_core::training::{
+    EvalStrategy, Precision, Trainer, TrainerCallback, TrainerState, UpdateStats,
+};
 
 mod common;
 
@@ -134,4 +140,182 @@ fn training_reduces_the_loss() {
     let after: f32 = task.loss(&*model.net, &all).unwrap().to_scalar().unwrap();
     assert!(after < 0.5 * before, "loss {before} -> {after}");
     std::fs::remove_dir_all(&a.output_dir).unwrap();
+}
+
+/// Each update's number, whether it was applied, and every weight after it.
+type Updates = Rc<RefCell<Vec<(usize, bool, Vec<(String, Vec<f32>)>)>>>;
+
+struct RecordUpdates<'m> {
+    model: &'m Model<dyn SequenceClassifier>,
+    seen: Updates,
+}
+
+impl TrainerCallback for RecordUpdates<'_> {
+    fn on_step_end(&mut self, _state: &TrainerState, update: &UpdateStats) -> anyhow::Result<()> {
+        self.seen
+            .borrow_mut()
+            .push((update.step, update.applied, weights(self.model)));
+        Ok(())
+    }
+}
+
+#[test]
+fn an_injected_infinite_gradient_stops_the_run_and_leaves_the_checkpoints_as_written() {
+    let task = Synthetic::new(32);
+    let model = tiny_model(6);
+    let mut a = args("inf-grad");
+    a.eval_strategy = EvalStrategy::Steps;
+    a.eval_steps = 1;
+    let mut trainer = Trainer::new(a.clone(), &model, &task);
+    trainer.inject_fault("inf-grad@3".parse().unwrap());
+    let msg = trainer.train(false).unwrap_err().to_string();
+    assert!(
+        msg.contains("the gradient of `") && msg.contains("is not finite at update 3"),
+        "{msg}"
+    );
+    // The checkpoint of update 2 is the one an undisturbed run writes, byte for byte, and
+    // nothing of update 3 was written.
+    let clean = tiny_model(6);
+    let mut b = args("inf-grad-clean");
+    b.eval_strategy = EvalStrategy::Steps;
+    b.eval_steps = 1;
+    b.interrupt_after_steps = Some(2);
+    Trainer::new(b.clone(), &clean, &task).train(false).unwrap();
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        let hit = std::fs::read(a.output_dir.join("checkpoint-2").join(file)).unwrap();
+        let undisturbed = std::fs::read(b.output_dir.join("checkpoint-2").join(file)).unwrap();
+        assert!(hit == undisturbed, "checkpoint-2/{file} differs");
+    }
+    let names: Vec<String> = std::fs::read_dir(&a.output_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.contains("checkpoint-3")),
+        "{names:?}"
+    );
+    std::fs::remove_dir_all(&a.output_dir).unwrap();
+    std::fs::remove_dir_all(&b.output_dir).unwrap();
+}
+
+#[test]
+fn fp16_skips_an_update_with_an_injected_infinite_gradient_and_halves_the_scale() {
+    let task = Synthetic::new(32);
+    let model = tiny_model(7);
+    let mut a = args("fp16-inf-grad");
+    a.precision = Precision::Fp16;
+    a.learning_rate = 1e-3;
+    let seen: Updates = Rc::default();
+    let mut trainer = Trainer::new(a.clone(), &model, &task);
+    trainer.inject_fault("inf-grad@3".parse().unwrap());
+    trainer.add_callback(RecordUpdates {
+        model: &model,
+        seen: seen.clone(),
+    });
+    trainer.train(false).unwrap();
+    let seen = seen.borrow();
+    assert_eq!(seen.len(), 8, "2 epochs of 4 updates");
+    for (i, (step, applied, after)) in seen.iter().enumerate() {
+        assert_eq!(*applied, *step != 3, "update {step}");
+        if i > 0 {
+            let before = &seen[i - 1].2;
+            let moved = before
+                .iter()
+                .zip(after)
+                .any(|((_, x), (_, y))| max_diff(x, y) > 0.0);
+            assert_eq!(
+                moved,
+                *step != 3,
+                "update {step} moved the weights: {moved}"
+            );
+        }
+    }
+    assert!(seen
+        .iter()
+        .all(|(_, _, w)| w.iter().all(|(_, v)| v.iter().all(|x| x.is_finite()))));
+    let ckpt = hone_core::training::trainer::latest_checkpoint(&a.output_dir)
+        .unwrap()
+        .unwrap();
+    let state: TrainerState =
+        serde_json::from_str(&std::fs::read_to_string(ckpt.join("trainer_state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state.grad_scaler.unwrap().scale, 32768.0, "halved once");
+    std::fs::remove_dir_all(&a.output_dir).unwrap();
+}
+
+#[test]
+fn a_checkpoint_with_another_models_optimizer_or_a_newer_format_is_refused_by_name() {
+    let task = Synthetic::new(32);
+    let mut a = args("foreign-state");
+    a.interrupt_after_steps = Some(2);
+    Trainer::new(a.clone(), &tiny_model(9), &task)
+        .train(false)
+        .unwrap();
+    let mut other = args("foreign-state-other");
+    other.interrupt_after_steps = Some(2);
+    Trainer::new(other.clone(), &tiny_model_of_width(9, 8), &task)
+        .train(false)
+        .unwrap();
+    a.interrupt_after_steps = None;
+    let ckpt = a.output_dir.join("checkpoint-2");
+    let files = [
+        "optimizer.safetensors",
+        "optimizer.json",
+        "trainer_state.json",
+    ];
+    let original: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(ckpt.join(f)).unwrap())
+        .collect();
+    let resume_error = |a: &hone_core::training::TrainingArguments| {
+        let err = Trainer::new(a.clone(), &tiny_model(9), &task)
+            .train(true)
+            .unwrap_err();
+        format!("{err:#}")
+    };
+
+    // The optimizer state of a model 8 wide put into this 16-wide model's checkpoint.
+    for f in &files[..2] {
+        let theirs = other.output_dir.join("checkpoint-2").join(f);
+        std::fs::copy(theirs, ckpt.join(f)).unwrap();
+    }
+    let err = resume_error(&a);
+    assert!(
+        err.contains("cannot restore the optimizer from")
+            && err.contains("checkpoint-2")
+            && err.contains("has shape"),
+        "{err}"
+    );
+    for (f, bytes) in files.iter().zip(&original) {
+        std::fs::write(ckpt.join(f), bytes).unwrap();
+    }
+
+    // A checkpoint written by a newer hone.
+    let state_path = ckpt.join("trainer_state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    assert_eq!(state["format_version"], 1);
+    state["format_version"] = 99.into();
+    std::fs::write(&state_path, state.to_string()).unwrap();
+    let err = resume_error(&a);
+    assert!(
+        err.contains("trainer_state.json") && err.contains("format version 99"),
+        "{err}"
+    );
+    // Refused before anything was written: the checkpoint is as it was, and no other.
+    assert_eq!(
+        std::fs::read(ckpt.join("optimizer.safetensors")).unwrap(),
+        original[0]
+    );
+    let ckpts = hone_core::training::trainer::list_checkpoints(&a.output_dir).unwrap();
+    assert_eq!(ckpts, [ckpt.clone()]);
+
+    // Put right, it resumes to the end.
+    std::fs::write(&state_path, &original[2]).unwrap();
+    let out = Trainer::new(a.clone(), &tiny_model(9), &task)
+        .train(true)
+        .unwrap();
+    assert_eq!(out.global_step, 8);
+    std::fs::remove_dir_all(&a.output_dir).unwrap();
+    std::fs::remove_dir_all(&other.output_dir).unwrap();
 }

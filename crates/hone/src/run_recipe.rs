@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::callbacks::{MetricsPlot, ProgressBar};
 use hone_core::model::Model;
 use hone_core::runtime::{set_tf32, DeviceSpec};
-use hone_core::training::{Precision, Trainer, TrainingArguments, TrainingData};
+use hone_core::training::{InjectedFault, Precision, Trainer, TrainingArguments, TrainingData};
 
 /// Flags of every command that runs a training recipe.
 #[derive(Args, Debug)]
@@ -60,12 +60,17 @@ pub fn train_and_report<R: Serialize, D: TrainingData>(
     data: &D,
     resume: bool,
 ) -> Result<()> {
+    // A test hook (RELIABILITY.md): a NaN or infinity injected at one update.
+    let fault = InjectedFault::from_env()?;
     Trainer::<D>::prepare_output_dir(training, resume)?;
     hone_core::io::write_bytes_atomically(
         &training.output_dir.join("recipe.toml"),
         toml::to_string_pretty(recipe)?.as_bytes(),
     )?;
     let mut trainer = Trainer::new(training.clone(), model, data);
+    if let Some(fault) = fault {
+        trainer.inject_fault(fault);
+    }
     if training.progress {
         trainer.add_callback(ProgressBar::new());
     }

@@ -2,6 +2,7 @@
 //! restartable state and learning-rate schedules.
 
 pub mod args;
+pub mod faults;
 pub mod log;
 pub mod optim;
 pub mod precision;
@@ -9,6 +10,7 @@ pub mod schedule;
 pub mod trainer;
 
 pub use args::{EvalStrategy, TrainingArguments};
+pub use faults::{FaultSite, InjectedFault};
 pub use optim::OptimizerKind;
 pub use precision::{GradScaler, Precision};
 pub use trainer::{

@@ -88,11 +88,16 @@ impl TrainingData for Synthetic {
 }
 
 pub fn tiny_model(seed: u64) -> Model<dyn SequenceClassifier> {
-    let config = ModelConfig::parse(
-        r#"{"model_type": "bert", "vocab_size": 24, "hidden_size": 16, "num_hidden_layers": 2,
+    tiny_model_of_width(seed, 16)
+}
+
+/// The tiny model with another hidden size (for "a checkpoint of another model").
+pub fn tiny_model_of_width(seed: u64, hidden_size: usize) -> Model<dyn SequenceClassifier> {
+    let config = ModelConfig::parse(&format!(
+        r#"{{"model_type": "bert", "vocab_size": 24, "hidden_size": {hidden_size}, "num_hidden_layers": 2,
             "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 16,
-            "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}"#,
-    )
+            "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}}"#
+    ))
     .unwrap();
     let head = Head::SequenceClassification {
         id2label: vec!["no".into(), "yes".into()],

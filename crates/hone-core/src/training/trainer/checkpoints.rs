@@ -110,7 +110,11 @@ impl<D: TrainingData> Trainer<'_, D> {
     }
 
     pub(super) fn write_state(&self, dir: &Path, state: &TrainerState) -> Result<()> {
-        crate::io::write_json(&dir.join(STATE_FILE), state)
+        let file = StateFile {
+            format_version: CHECKPOINT_FORMAT_VERSION,
+            state: state.clone(),
+        };
+        crate::io::write_json(&dir.join(STATE_FILE), &file)
     }
 
     /// Load weights, optimizer and trainer state from a checkpoint.
@@ -119,9 +123,11 @@ impl<D: TrainingData> Trainer<'_, D> {
         ckpt: &Path,
         optimizer: &mut dyn Optimizer,
     ) -> Result<TrainerState> {
-        let state: TrainerState = crate::io::read_json(&ckpt.join(STATE_FILE))?;
+        let state = read_state(&ckpt.join(STATE_FILE))?;
         self.model.load_weights(ckpt)?;
-        optimizer.load_state(OptimizerState::load(ckpt, &self.model.device)?)?;
+        optimizer
+            .load_state(OptimizerState::load(ckpt, &self.model.device)?)
+            .with_context(|| format!("cannot restore the optimizer from {}", ckpt.display()))?;
         let pos: u128 = state.rng_word_pos.parse().unwrap_or(0);
         self.model
             .mode
@@ -171,6 +177,38 @@ impl<D: TrainingData> Trainer<'_, D> {
         }
         Ok(())
     }
+}
+
+/// The layout of a checkpoint directory. Raised when a change means an older hone would
+/// misread it; a checkpoint without the field predates versioning and is version 1.
+pub const CHECKPOINT_FORMAT_VERSION: u32 = 1;
+
+/// `trainer_state.json`: the state with the format version of the checkpoint around it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StateFile {
+    format_version: u32,
+    #[serde(flatten)]
+    state: TrainerState,
+}
+
+/// Read `trainer_state.json`, refusing one written in a newer checkpoint format before
+/// reading anything else of it.
+fn read_state(path: &Path) -> Result<TrainerState> {
+    let value: serde_json::Value = crate::io::read_json(path)?;
+    let version = match value.get("format_version") {
+        None => 1,
+        Some(v) => v
+            .as_u64()
+            .with_context(|| format!("{}: `format_version` is not a number", path.display()))?,
+    };
+    if version > CHECKPOINT_FORMAT_VERSION as u64 {
+        bail!(
+            "{} is checkpoint format version {version}, written by a newer hone; this one reads up to version {CHECKPOINT_FORMAT_VERSION}",
+            path.display()
+        )
+    }
+    serde_json::from_value(value)
+        .with_context(|| format!("{} is not a valid trainer state", path.display()))
 }
 
 /// `checkpoint-N` directories in `dir`, oldest first.

@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 
 use super::args::{EvalStrategy, TrainingArguments};
+use super::faults::{FaultSite, InjectedFault};
 use super::log::MetricsLog;
 use super::optim::{
     clip_grad_norm, first_non_finite_grad, global_grad_norm, select_params, AdamW, AdamWConfig,
@@ -83,6 +84,7 @@ pub struct Trainer<'a, D: TrainingData> {
     pub model: &'a Model<D::Net>,
     pub data: &'a D,
     callbacks: Vec<Box<dyn TrainerCallback + 'a>>,
+    fault: Option<InjectedFault>,
 }
 
 impl<'a, D: TrainingData> Trainer<'a, D> {
@@ -92,7 +94,14 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
             model,
             data,
             callbacks: Vec::new(),
+            fault: None,
         }
+    }
+
+    /// Put a NaN or an infinity into the loss or a gradient at one update (a test hook;
+    /// see [`InjectedFault`]).
+    pub fn inject_fault(&mut self, fault: InjectedFault) {
+        self.fault = Some(fault);
     }
 
     /// Install a callback; they run in the order added.
@@ -208,7 +217,13 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
     pub fn micro_step(&self, run: &mut Run, batch: &[usize]) -> Result<f32> {
         let accum = self.args.gradient_accumulation_steps.max(1);
         let state = &mut run.state;
-        let loss = self.data.training_loss(&self.model.net, batch)?;
+        let mut loss = self.data.training_loss(&self.model.net, batch)?;
+        if self
+            .fault
+            .is_some_and(|f| f.hits(FaultSite::Loss, state.global_step + 1))
+        {
+            loss = loss.affine(1.0, self.fault.map_or(0.0, |f| f.value))?;
+        }
         let loss_value: f32 = loss.to_dtype(candle_core::DType::F32)?.to_scalar()?;
         if !loss_value.is_finite() {
             bail!(
@@ -235,6 +250,15 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
         run.micro_in_update = 0;
         let params = run.optimizer.params();
         let mut grads = run.accumulated.take();
+        if let Some(fault) = self.fault {
+            if fault.hits(FaultSite::Gradient, run.state.global_step + 1) {
+                let first = params.first().context("no trained parameter")?;
+                if let Some(g) = grads.get(first.var.as_tensor()) {
+                    let bad = g.affine(1.0, fault.value)?;
+                    grads.insert(first.var.as_tensor(), bad);
+                }
+            }
+        }
         let grad_norm = if self.args.max_grad_norm > 0.0 {
             clip_grad_norm(params, &mut grads, self.args.max_grad_norm)?
         } else {
