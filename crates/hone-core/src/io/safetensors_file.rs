@@ -3,8 +3,8 @@
 //! tensor. safetensors itself has no checksum; files from other tools carry none and load
 //! unchecked.
 
-use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -48,8 +48,32 @@ where
     extra.insert("format".into(), "pt".into());
     extra.insert(CRC_KEY.into(), crcs.join(","));
     crate::io::write_atomically(path, |tmp| {
-        safetensors::serialize_to_file(views, Some(extra), tmp).map_err(anyhow::Error::from)
+        let sorted: BTreeMap<String, String> = extra.clone().into_iter().collect();
+        safetensors::serialize_to_file(views, Some(extra), tmp)?;
+        sort_metadata(tmp, &sorted)
     })
+}
+
+/// safetensors writes the metadata map in a `HashMap`'s random order, so the same tensors
+/// would give different bytes from run to run; rewrite it, same length, with its keys sorted.
+fn sort_metadata(path: &Path, sorted: &BTreeMap<String, String>) -> Result<()> {
+    const PREFIX: &[u8] = b"{\"__metadata__\":";
+    let ours = serde_json::to_vec(sorted)?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let mut head = vec![0u8; 8 + PREFIX.len() + ours.len()];
+    file.read_exact(&mut head)?;
+    let written = &head[8 + PREFIX.len()..];
+    let same_map =
+        serde_json::from_slice::<BTreeMap<String, String>>(written).is_ok_and(|m| &m == sorted);
+    if !head[8..].starts_with(PREFIX) || !same_map {
+        bail!("unexpected safetensors header layout in {}", path.display())
+    }
+    file.seek(SeekFrom::Start((8 + PREFIX.len()) as u64))?;
+    file.write_all(&ours)?;
+    Ok(())
 }
 
 /// The header of a safetensors file: its JSON, and where the data section starts. Nothing
@@ -142,6 +166,19 @@ mod tests {
         let tensors = HashMap::from([("b.weight".to_string(), b), ("a.weight".to_string(), a)]);
         write(&path, &tensors, HashMap::new())?;
         verify(&path)?;
+        // The same tensors give the same bytes (the metadata map's order is fixed).
+        let first = std::fs::read(&path)?;
+        for _ in 0..4 {
+            write(
+                &path,
+                &tensors,
+                HashMap::from([("x".into(), "1".into()), ("y".into(), "2".into())]),
+            )?;
+            let with_extra = std::fs::read(&path)?;
+            write(&path, &tensors, HashMap::new())?;
+            assert_eq!(std::fs::read(&path)?, first);
+            assert_ne!(with_extra, first);
+        }
         // Hugging Face's loaders ask for format = pt.
         let bytes = std::fs::read(&path)?;
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)?;
