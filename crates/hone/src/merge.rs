@@ -32,8 +32,11 @@ pub fn run(args: MergeArgs) -> Result<()> {
     super::ensure_new_output(&args.output, "merge")?;
     // Everything is read and checked before anything is written.
     let model = Model::open(&dir, &Device::Cpu)?;
-    model.save_merged(&args.output)?;
-    super::copy_tokenizer(dir.tokenizer_dir(), &args.output)?;
+    // Filled under a temporary name: a kill leaves no half-written model directory.
+    hone_core::io::write_dir_atomically(&args.output, |out| {
+        model.save_merged(out)?;
+        super::copy_tokenizer(dir.tokenizer_dir(), out)
+    })?;
     tracing::info!(
         "merged {} into {} -> {}",
         args.adapter_dir.display(),

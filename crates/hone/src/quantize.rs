@@ -26,8 +26,11 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     super::ensure_new_output(&args.output, "quantize")?;
     let dir = ModelDir::open(&args.model_dir)?;
     let model = Model::load_quantizing(&dir, &Device::Cpu)?;
-    model.save_int8(&args.output)?;
-    super::copy_tokenizer(dir.tokenizer_dir(), &args.output)?;
+    // Filled under a temporary name: a kill leaves no half-written model directory.
+    hone_core::io::write_dir_atomically(&args.output, |out| {
+        model.save_int8(out)?;
+        super::copy_tokenizer(dir.tokenizer_dir(), out)
+    })?;
     let layers = model.mode.int8().map_or(0, |q| q.modules().len());
     tracing::info!(
         "{} -> {}: {layers} linear layers in int8",

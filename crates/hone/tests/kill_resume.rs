@@ -154,3 +154,113 @@ fn sigkilled_runs_resume_to_the_uninterrupted_weights() {
     }
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+fn refs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// Run `hone ARGS`, SIGKILL it as soon as an entry whose name ends with `temp_suffix`
+/// appears in `dir` (its output being written), and say whether the kill hit it there.
+fn kill_while_writing(args: &[&str], dir: &Path, temp_suffix: &str) -> bool {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hone"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        let writing = std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(temp_suffix))
+        });
+        if writing {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return true;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{args:?} never wrote"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+fn run_hone(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hone"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn merge_quantize_and_export_killed_mid_write_leave_the_old_output_or_none() {
+    let root = std::env::temp_dir().join(format!("hone-kill-out-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let minilm = minilm_dir();
+    let adapter = fixture("lora-minilm-sst2");
+    let (merged, quantized, onnx) = (
+        root.join("merged"),
+        root.join("quantized"),
+        root.join("model.onnx"),
+    );
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let merge = [
+        "merge".to_string(),
+        s(&adapter),
+        "--base".into(),
+        s(&minilm),
+        "--output".into(),
+        s(&merged),
+    ];
+    let quantize = [
+        "quantize".to_string(),
+        s(&minilm),
+        "--int8".into(),
+        "--output".into(),
+        s(&quantized),
+    ];
+    let export = [
+        "export".to_string(),
+        s(&minilm),
+        "--format".into(),
+        "onnx".into(),
+        "--output".into(),
+        s(&onnx),
+    ];
+
+    // Directories: killed while being filled, nothing is left at the output path, and the
+    // command then runs again to a complete directory.
+    for (args, out) in [(&merge[..], &merged), (&quantize[..], &quantized)] {
+        assert!(
+            kill_while_writing(&refs(args), &root, ".partial"),
+            "{args:?}"
+        );
+        assert!(!out.exists(), "{} was left half-written", out.display());
+        run_hone(&refs(args));
+        assert!(out.join("model.safetensors").is_file() && out.join("tokenizer.json").is_file());
+        assert!(!root
+            .join(format!(
+                ".{}.partial",
+                out.file_name().unwrap().to_string_lossy()
+            ))
+            .exists());
+    }
+    // A file: written once, killed while being rewritten, the old file is intact.
+    run_hone(&refs(&export));
+    let old = std::fs::read(&onnx).unwrap();
+    assert!(kill_while_writing(&refs(&export), &root, ".tmp"));
+    assert!(std::fs::read(&onnx).unwrap() == old, "model.onnx changed");
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -30,6 +30,36 @@ pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) ->
     result.with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Fill a new directory `path` by letting `fill` write into a temporary one beside it, then
+/// renaming it into place: a crash leaves no directory at `path`, never a half-filled one.
+/// `path` must not exist or be empty; a temporary directory a killed run left is removed.
+pub fn write_dir_atomically(path: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = path
+        .file_name()
+        .context("path has no directory name")?
+        .to_string_lossy();
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = parent.join(format!(".{name}.partial"));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))?;
+    }
+    fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let result = fill(&tmp).and_then(|()| {
+        if path.exists() {
+            // Empty (the caller checked): rename cannot replace a directory.
+            fs::remove_dir(path).with_context(|| format!("cannot replace {}", path.display()))?;
+        }
+        fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))
+    });
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
 /// Write bytes atomically.
 pub fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomically(path, |tmp| fs::write(tmp, bytes).map_err(Into::into))
