@@ -1,4 +1,4 @@
-//! Crash consistency: `hone finetune` killed with SIGKILL at three moments (a step before
+//! Crash consistency: `hone finetune` and `hone pretrain` killed with SIGKILL at three moments (a step before
 //! the first checkpoint, a checkpoint write, a step between checkpoints) and resumed each time ends with the weights of
 //! an uninterrupted run, bit for bit, and a metrics.jsonl with every step once.
 //! `scripts/kill-resume.sh 20` runs the same at 20 random moments.
@@ -50,6 +50,36 @@ fn finetune(out: &Path, extra: &[&str]) -> Command {
     c
 }
 
+/// `hone pretrain` of the CPU character-level GPT on 100k characters of Tiny Shakespeare:
+/// 30 updates, an evaluation and a checkpoint every 10.
+fn pretrain(out: &Path, extra: &[&str]) -> Command {
+    let data = shared_dir().join("data/tinyshakespeare/input.txt");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hone"));
+    c.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .args([
+            "pretrain",
+            "--config",
+            "examples/shakespeare-char-cpu.toml",
+            "--log",
+            "warn",
+        ])
+        .args(["--set", &format!("data.train_files=[{data:?}]")])
+        .args(["--set", &format!("output_dir={out:?}")]);
+    for kv in [
+        "data.max_train_chars=100000",
+        "max_steps=30",
+        "lr_decay_steps=30",
+        "warmup_steps=5",
+        "eval_steps=10",
+        "logging_steps=1",
+        "progress=false",
+    ] {
+        c.args(["--set", kv]);
+    }
+    c.args(extra).stdout(Stdio::null()).stderr(Stdio::piped());
+    c
+}
+
 /// How a user restarts a killed run: resume from a checkpoint, or start afresh in the
 /// directory it left when it died before its first one.
 fn restart_flags(out: &Path) -> &'static [&'static str] {
@@ -93,46 +123,50 @@ fn writing_checkpoint(out: &Path) -> bool {
     })
 }
 
-#[test]
-fn sigkilled_runs_resume_to_the_uninterrupted_weights() {
-    let root = std::env::temp_dir().join(format!("hone-kill-{}", std::process::id()));
+/// Run `command` (a training command writing to the directory it is given, with the extra
+/// flags) once straight through, and once killed at three moments seen in its output
+/// directory (not at fixed times, which a busy machine shifts): mid-steps before the first
+/// checkpoint (at update 3), while a checkpoint is being written, and mid-steps between two
+/// checkpoints (at update 14). Each restart resumes the last; the end must match.
+fn killed_three_times_ends_as_the_uninterrupted_run(
+    name: &str,
+    command: impl Fn(&Path, &[&str]) -> Command,
+) {
+    let root = std::env::temp_dir().join(format!("hone-kill-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let (straight, killed): (PathBuf, PathBuf) = (root.join("straight"), root.join("killed"));
     let start = Instant::now();
-    let out = finetune(&straight, &[]).output().unwrap();
+    let out = command(&straight, &[]).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // Kill at three moments seen in the output directory (not at fixed times, which a busy
-    // machine shifts): mid-steps before the first checkpoint, while a checkpoint is being
-    // written, and mid-steps between two checkpoints. Each restart resumes the last.
     let moments: [(&str, &dyn Fn(&Path) -> bool); 3] = [
         ("after update 3", &|d| logged_up_to(d, 3)),
         ("during a checkpoint write", &|d| writing_checkpoint(d)),
         ("after update 14", &|d| logged_up_to(d, 14)),
     ];
     for (moment, reached) in moments {
-        let mut child = finetune(&killed, restart_flags(&killed)).spawn().unwrap();
+        let mut child = command(&killed, restart_flags(&killed)).spawn().unwrap();
         loop {
             if let Some(status) = child.try_wait().unwrap() {
-                panic!("the run ended ({status}) before the kill {moment}");
+                panic!("{name}: the run ended ({status}) before the kill {moment}");
             }
             if reached(&killed) {
                 break;
             }
             assert!(
                 start.elapsed() < Duration::from_secs(600),
-                "no kill {moment}"
+                "{name}: no kill {moment}"
             );
             std::thread::sleep(Duration::from_millis(1));
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
     }
-    let out = finetune(&killed, restart_flags(&killed)).output().unwrap();
+    let out = command(&killed, restart_flags(&killed)).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -143,16 +177,26 @@ fn sigkilled_runs_resume_to_the_uninterrupted_weights() {
     let b = std::fs::read(killed.join("model.safetensors")).unwrap();
     assert!(
         a == b,
-        "the resumed weights differ from the uninterrupted run's"
+        "{name}: the resumed weights differ from the uninterrupted run's"
     );
     for key in ["loss", "eval_loss"] {
         let (x, y) = (
             steps(&straight.join("metrics.jsonl"), key),
             steps(&killed.join("metrics.jsonl"), key),
         );
-        assert_eq!(x, y, "{key} steps in metrics.jsonl");
+        assert_eq!(x, y, "{name}: {key} steps in metrics.jsonl");
     }
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn sigkilled_finetuning_resumes_to_the_uninterrupted_weights() {
+    killed_three_times_ends_as_the_uninterrupted_run("finetune", finetune);
+}
+
+#[test]
+fn sigkilled_pretraining_resumes_to_the_uninterrupted_weights() {
+    killed_three_times_ends_as_the_uninterrupted_run("pretrain", pretrain);
 }
 
 fn refs(args: &[String]) -> Vec<&str> {
