@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Crash consistency of `hone finetune`: SIGKILL a short SST-2 run at KILLS random moments
-# (loading, training steps, evaluations, checkpoint writes), `--resume` it after each,
-# and check that the final weights equal an uninterrupted run's bit for bit, that every
-# checkpoint left behind is complete, and that metrics.jsonl has each step exactly once.
+# Crash consistency of `hone finetune` (a short SST-2 run) or `hone pretrain` (the CPU
+# character GPT on Tiny Shakespeare): SIGKILL it at KILLS random moments (loading,
+# training steps, evaluations, checkpoint writes), `--resume` it after each, and check that
+# the final weights equal an uninterrupted run's bit for bit, that every checkpoint left
+# behind is complete, and that metrics.jsonl has each step exactly once.
 #
-#   scripts/kill-resume.sh [KILLS] [SEED]        (default 20 kills, seed 1)
+#   scripts/kill-resume.sh [KILLS] [SEED] [finetune|pretrain]   (default 20 kills, seed 1, finetune)
 #
 # Env: HONE (default target/release/hone, built if absent), SHARED (default ../shared).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KILLS=${1:-20}
 SEED=${2:-1}
+COMMAND=${3:-finetune}
 SHARED=${SHARED:-$PWD/../shared}
 HONE=${HONE:-target/release/hone}
 [ -x "$HONE" ] || cargo build --release -p hone -q
@@ -18,16 +20,27 @@ scripts/fetch-model.sh >/dev/null
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-# 96 updates of 8 sentences, an evaluation and a checkpoint every 6, a log line per step.
-args=(--config examples/sst2.toml --log warn
-      --set "data.train_file=\"$SHARED/data/sst2/train.tsv\""
-      --set "data.validation_file=\"$SHARED/data/sst2/validation.tsv\""
-      --set data.max_train_samples=768 --set data.max_eval_samples=64
-      --set data.max_seq_length=32 --set per_device_train_batch_size=8
-      --set max_steps=96 --set 'eval_strategy="steps"' --set eval_steps=6
-      --set logging_steps=1 --set progress=false --set seed=7)
+case "$COMMAND" in
+finetune)
+    # 96 updates of 8 sentences, an evaluation and a checkpoint every 6, a log line per step.
+    args=(--config examples/sst2.toml --log warn
+          --set "data.train_file=\"$SHARED/data/sst2/train.tsv\""
+          --set "data.validation_file=\"$SHARED/data/sst2/validation.tsv\""
+          --set data.max_train_samples=768 --set data.max_eval_samples=64
+          --set data.max_seq_length=32 --set per_device_train_batch_size=8
+          --set max_steps=96 --set 'eval_strategy="steps"' --set eval_steps=6
+          --set logging_steps=1 --set progress=false --set seed=7) ;;
+pretrain)
+    # 480 updates of the 4-layer character GPT, an evaluation and a checkpoint every 20.
+    args=(--config examples/shakespeare-char-cpu.toml --log warn
+          --set "data.train_files=[\"$SHARED/data/tinyshakespeare/input.txt\"]"
+          --set data.max_train_chars=200000 --set max_steps=480 --set lr_decay_steps=480
+          --set warmup_steps=20 --set eval_steps=20 --set logging_steps=1
+          --set progress=false) ;;
+*) echo "unknown command $COMMAND: finetune or pretrain" >&2; exit 2 ;;
+esac
 
-"$HONE" finetune "${args[@]}" --set "output_dir=\"$work/straight\"" >/dev/null
+"$HONE" "$COMMAND" "${args[@]}" --set "output_dir=\"$work/straight\"" >/dev/null
 echo "uninterrupted run: $(grep -c '"loss"' "$work/straight/metrics.jsonl") log lines"
 
 out="$work/killed"
@@ -42,7 +55,7 @@ while :; do
     else
         flags=()
     fi
-    "$HONE" finetune "${args[@]}" --set "output_dir=\"$out\"" "${flags[@]}" >/dev/null 2>"$work/err" &
+    "$HONE" "$COMMAND" "${args[@]}" --set "output_dir=\"$out\"" "${flags[@]}" >/dev/null 2>"$work/err" &
     pid=$!
     runs=$((runs + 1))
     if [ "$kills" -lt "$KILLS" ]; then
