@@ -117,6 +117,26 @@ pub fn peak_memory_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Memory the system can give this process without swapping (Linux's `MemAvailable`, at
+/// most the cgroup's limit less its usage), in bytes; None where the system does not say.
+pub fn available_memory_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    let host = kb * 1024;
+    let read = |f: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{f}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some(match (read("memory.max"), read("memory.current")) {
+        (Some(max), Some(current)) => host.min(max.saturating_sub(current)),
+        _ => host,
+    })
+}
+
 /// Let cuBLAS run f32 matrix products in TF32 on Ampere and newer GPUs (PyTorch's
 /// `allow_tf32`): much faster, with a 10-bit mantissa. No effect on the CPU.
 pub fn set_tf32(enabled: bool) {

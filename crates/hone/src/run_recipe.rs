@@ -62,6 +62,8 @@ pub fn train_and_report<R: Serialize, D: TrainingData>(
 ) -> Result<()> {
     // A test hook (RELIABILITY.md): a NaN or infinity injected at one update.
     let fault = InjectedFault::from_env()?;
+    // A batch that cannot fit is refused before the output directory is touched.
+    Trainer::new(training.clone(), model, data).check_memory()?;
     Trainer::<D>::prepare_output_dir(training, resume)?;
     hone_core::io::write_bytes_atomically(
         &training.output_dir.join("recipe.toml"),

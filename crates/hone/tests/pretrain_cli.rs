@@ -255,3 +255,29 @@ fn sst2_corpus_script_and_domain_adaptive_recipe() {
     assert_eq!(eval_losses(&model).len(), 2);
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+#[test]
+fn a_step_that_cannot_fit_in_memory_is_refused_up_front_with_an_estimate() {
+    // 12 windows of 65,536 characters: the attention probabilities alone need terabytes.
+    let out = out_dir("oom");
+    let data = shared_dir().join("data/tinyshakespeare/input.txt");
+    let run = hone()
+        .args(["pretrain", "--log", "warn", "--config"])
+        .arg(recipe("shakespeare-char-cpu.toml"))
+        .args(["--set", &format!("data.train_files=[{data:?}]")])
+        .args(["--set", &format!("output_dir={out:?}")])
+        .args(["--set", "model.config.n_positions=65536"])
+        .args(["--set", "data.block_size=65536"])
+        .args(["--set", "progress=false"])
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("GiB of activations for batch 12 x 65536 tokens x 4 layers")
+            && err.contains("available"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing is written");
+}

@@ -4,6 +4,7 @@
 pub mod args;
 pub mod faults;
 pub mod log;
+pub mod memory;
 pub mod optim;
 pub mod precision;
 pub mod schedule;

@@ -18,6 +18,7 @@ use candle_core::Tensor;
 use super::args::{EvalStrategy, TrainingArguments};
 use super::faults::{FaultSite, InjectedFault};
 use super::log::MetricsLog;
+use super::memory::{StepMemory, StepShape};
 use super::optim::{
     clip_grad_norm, first_non_finite_grad, global_grad_norm, select_params, AdamW, AdamWConfig,
     DecayRule, GradAccumulator, Optimizer, OptimizerKind, Sgd, SgdConfig,
@@ -181,6 +182,45 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
         )
     }
 
+    /// Refuse a run whose training step cannot fit in the memory available, with the
+    /// estimate (a lower bound, see [`StepMemory`]); host memory, so on the CPU only.
+    pub fn check_memory(&self) -> Result<()> {
+        let n = self.data.num_train_examples();
+        let available = crate::runtime::available_memory_bytes();
+        let (Some(available), true, true) = (available, self.model.device.is_cpu(), n > 0) else {
+            return Ok(());
+        };
+        let longest = (0..n)
+            .map(|i| self.data.train_example_length(i))
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let a = &self.args;
+        let batch = match a.max_tokens_per_batch {
+            Some(budget) => (budget / longest).max(1),
+            None => a.per_device_train_batch_size.clamp(1, n),
+        };
+        let arch = &*self.model.config.arch;
+        let shape = StepShape {
+            layers: arch.num_layers(),
+            hidden: arch.hidden_size(),
+            heads: arch.num_attention_heads(),
+            parameters: self.model.num_parameters(),
+            trainable: self.model.num_trainable_parameters(),
+            moments: match a.optim {
+                OptimizerKind::Adamw => 2,
+                OptimizerKind::Sgd => usize::from(a.momentum != 0.0),
+            },
+            batch,
+            seq_len: longest,
+            activation_bytes: match a.effective_precision()? {
+                Precision::Fp32 => 4,
+                Precision::Bf16 | Precision::Fp16 => 2,
+            },
+        };
+        StepMemory::lower_bound(&shape).check(&shape, available)
+    }
+
     /// A fresh run: optimizer, schedule and state, the model in training mode and its
     /// matrix products in the recipe's precision (until the run is dropped). Nothing is written; [`Trainer::train`]
     /// builds on this, and so can a benchmark that only wants the steps.
@@ -189,6 +229,7 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
         if self.micro_batches_per_epoch() == 0 {
             bail!("no training examples")
         }
+        self.check_memory()?;
         if self.model.mode.is_frozen() {
             // Its layers keep packed copies of the weights that an update would leave stale.
             bail!("the model was frozen for inference (Model::frozen); load it with Model::load_for to train it")
