@@ -79,3 +79,15 @@ impl TrainerCallback for MetricsPlot {
         self.draw()
     }
 }
+
+/// Saves the recipe the run was started with beside its outputs, when training begins.
+pub struct SaveRecipe {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl TrainerCallback for SaveRecipe {
+    fn on_train_begin(&mut self, _state: &TrainerState, _total_updates: usize) -> Result<()> {
+        hone_core::io::write_bytes_atomically(&self.path, self.text.as_bytes())
+    }
+}

@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
-use crate::callbacks::{MetricsPlot, ProgressBar};
+use crate::callbacks::{MetricsPlot, ProgressBar, SaveRecipe};
 use hone_core::model::Model;
 use hone_core::runtime::{set_tf32, DeviceSpec};
 use hone_core::training::{InjectedFault, Precision, Trainer, TrainingArguments, TrainingData};
@@ -65,11 +65,12 @@ pub fn train_and_report<R: Serialize, D: TrainingData>(
     // A batch that cannot fit is refused before the output directory is touched.
     Trainer::new(training.clone(), model, data).check_memory()?;
     Trainer::<D>::prepare_output_dir(training, resume)?;
-    hone_core::io::write_bytes_atomically(
-        &training.output_dir.join("recipe.toml"),
-        toml::to_string_pretty(recipe)?.as_bytes(),
-    )?;
     let mut trainer = Trainer::new(training.clone(), model, data);
+    // Written once training begins: a resume refused (a damaged checkpoint) changes nothing.
+    trainer.add_callback(SaveRecipe {
+        path: training.output_dir.join("recipe.toml"),
+        text: toml::to_string_pretty(recipe)?,
+    });
     if let Some(fault) = fault {
         trainer.inject_fault(fault);
     }
