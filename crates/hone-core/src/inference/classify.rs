@@ -14,6 +14,8 @@ pub struct TextClassificationPipeline {
     pub model: Model<dyn SequenceClassifier>,
     pub tokenizer: TextTokenizer,
     pub labels: Vec<String>,
+    /// Each adapter's labels, by slot, for a model with several adapters (empty otherwise).
+    pub adapter_labels: Vec<Vec<String>>,
 }
 
 /// One prediction.
@@ -50,6 +52,31 @@ impl TextClassificationPipeline {
         Self::new(model, tokenizer)
     }
 
+    /// A classifier over several adapters that share a base model
+    /// ([`Model::open_with_adapters`]): [`Self::predict_routed`] runs each input through
+    /// the adapter it names, inputs of all adapters in the same batches.
+    pub fn open_with_adapters(
+        adapters: &[(String, ModelDir)],
+        device: &Device,
+        max_length: usize,
+    ) -> Result<Self> {
+        let model =
+            Model::open_with_adapters(adapters, device)?.into_kind::<dyn SequenceClassifier>()?;
+        let (_, first) = &adapters[0];
+        let mut tokenizer = first.tokenizer()?;
+        tokenizer.set_max_length(Some(max_length))?;
+        let mut pipeline = Self::new(model, tokenizer)?;
+        pipeline.adapter_labels = adapters
+            .iter()
+            .map(|(_, dir)| {
+                crate::model::Head::from_config(&dir.config)
+                    .labels()
+                    .to_vec()
+            })
+            .collect();
+        Ok(pipeline)
+    }
+
     /// Wrap a model and its tokenizer (labels from the model's config). The tokenizer pads
     /// with the model's pad id and truncates at the model's positions at most.
     pub fn new(model: Model<dyn SequenceClassifier>, mut tokenizer: TextTokenizer) -> Result<Self> {
@@ -65,6 +92,7 @@ impl TextClassificationPipeline {
             model,
             tokenizer,
             labels,
+            adapter_labels: Vec::new(),
         })
     }
 
@@ -72,6 +100,33 @@ impl TextClassificationPipeline {
     pub fn predict(
         &self,
         inputs: &[(String, Option<String>)],
+        batch_size: usize,
+    ) -> Result<Vec<Prediction>> {
+        self.predict_through(inputs, None, batch_size)
+    }
+
+    /// [`Self::predict`] on a model with several adapters: input `i` through adapter slot
+    /// `slots[i]`, with that adapter's labels.
+    pub fn predict_routed(
+        &self,
+        inputs: &[(String, Option<String>)],
+        slots: &[u32],
+        batch_size: usize,
+    ) -> Result<Vec<Prediction>> {
+        anyhow::ensure!(slots.len() == inputs.len(), "one adapter slot per input");
+        if let Some(&bad) = slots
+            .iter()
+            .find(|&&s| s as usize >= self.adapter_labels.len())
+        {
+            anyhow::bail!("adapter slot {bad} of {}", self.adapter_labels.len())
+        }
+        self.predict_through(inputs, Some(slots), batch_size)
+    }
+
+    fn predict_through(
+        &self,
+        inputs: &[(String, Option<String>)],
+        slots: Option<&[u32]>,
         batch_size: usize,
     ) -> Result<Vec<Prediction>> {
         let net = &self.model.net;
@@ -83,6 +138,9 @@ impl TextClassificationPipeline {
         for chunk in length_batches(&order, |i| encodings[i].len(), batch_size) {
             let refs: Vec<_> = chunk.iter().map(|&i| &encodings[i]).collect();
             let b = pad_batch(&refs, self.tokenizer.pad_id(), &self.model.device)?;
+            // Each row's adapter, for this batch's forward pass.
+            let _route =
+                slots.map(|s| self.model.mode.route(chunk.iter().map(|&i| s[i]).collect()));
             let logits = crate::runtime::on_thread_pool(|| {
                 net.forward(&b.input_ids, &b.token_type_ids, &b.attention_mask)
             })?;
@@ -90,7 +148,11 @@ impl TextClassificationPipeline {
                 .iter()
                 .zip(logits.to_dtype(DType::F32)?.to_vec2::<f32>()?)
             {
-                out[i] = Some(self.describe(&inputs[i], row));
+                let labels = match slots {
+                    Some(s) => &self.adapter_labels[s[i] as usize],
+                    None => &self.labels,
+                };
+                out[i] = Some(self.describe(&inputs[i], row, labels));
             }
         }
         Ok(out
@@ -99,7 +161,12 @@ impl TextClassificationPipeline {
             .collect())
     }
 
-    fn describe(&self, input: &(String, Option<String>), logits: Vec<f32>) -> Prediction {
+    fn describe(
+        &self,
+        input: &(String, Option<String>),
+        logits: Vec<f32>,
+        labels: &[String],
+    ) -> Prediction {
         let (label, score, probs): (String, f32, Vec<f32>) = match self.model.net.problem() {
             ProblemType::SingleLabel => {
                 let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -107,13 +174,13 @@ impl TextClassificationPipeline {
                 let sum: f32 = exp.iter().sum();
                 let probs: Vec<f32> = exp.iter().map(|e| e / sum).collect();
                 let best = crate::tasks::classification::argmax(&probs);
-                (self.labels[best].clone(), probs[best], probs)
+                (labels[best].clone(), probs[best], probs)
             }
             ProblemType::MultiLabel => {
                 let probs: Vec<f32> = logits.iter().map(|l| 1.0 / (1.0 + (-l).exp())).collect();
                 let on: Vec<&str> = probs
                     .iter()
-                    .zip(&self.labels)
+                    .zip(labels)
                     .filter(|(p, _)| **p > 0.5)
                     .map(|(_, l)| l.as_str())
                     .collect();
@@ -127,7 +194,7 @@ impl TextClassificationPipeline {
             text_pair: input.1.clone(),
             label,
             score,
-            probabilities: self.labels.iter().cloned().zip(probs).collect(),
+            probabilities: labels.iter().cloned().zip(probs).collect(),
             logits,
         }
     }

@@ -14,6 +14,7 @@ use super::adapter::{
     is_adapter_param, peft_name, AdapterFiles, Adapters, LoraConfig, ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
 };
+use super::adapter_set::AdapterSet;
 use super::config::{ArchConfig, ModelConfig};
 use super::heads::registry::{self, Build};
 use super::heads::{net_as, Head, Net, NetKind};
@@ -260,7 +261,7 @@ impl<N: NetKind + ?Sized> Model<N> {
     /// [`Model::build`] with a LoRA adapter on the layers it targets; then only the
     /// adapter, the modules to save and the biases it names train.
     fn build_adapted(
-        mut config: ModelConfig,
+        config: ModelConfig,
         head: Head,
         params: ParamStore,
         adapter: Option<LoraConfig>,
@@ -268,9 +269,21 @@ impl<N: NetKind + ?Sized> Model<N> {
         device: &Device,
         seed: u64,
     ) -> Result<Self> {
-        let spec = registry::find(config.arch.model_type(), head.kind())?;
         let mode = ModelMode::new(seed);
         mode.set_int8(int8);
+        Self::build_in_mode(config, head, params, adapter, mode, device)
+    }
+
+    /// [`Model::build_adapted`] in `mode` (which may hold int8 weights or an adapter set).
+    fn build_in_mode(
+        mut config: ModelConfig,
+        head: Head,
+        params: ParamStore,
+        adapter: Option<LoraConfig>,
+        mode: ModelMode,
+        device: &Device,
+    ) -> Result<Self> {
+        let spec = registry::find(config.arch.model_type(), head.kind())?;
         params.set_buffers(spec.buffers);
         if let Some(lora) = &adapter {
             lora.validate()?;
@@ -382,6 +395,71 @@ impl<N: NetKind + ?Sized> Model<N> {
             seed,
         )
         .with_context(|| format!("cannot load the model in {}", model_dir.path.display()))
+    }
+
+    /// Several adapters over one base model, for inference ([`AdapterSet`]): batch row `i`
+    /// runs through adapter `route[i]` (see [`ModelMode::route`]). The adapters must share
+    /// their base model and head (kind and number of labels); the head's parameters the
+    /// base lacks must come from every adapter (PEFT's `modules_to_save`).
+    pub fn open_with_adapters(adapters: &[(String, ModelDir)], device: &Device) -> Result<Self> {
+        let (first_name, first) = adapters.first().context("no adapter given")?;
+        let head = Head::from_config(&first.config);
+        let mut files = Vec::new();
+        for (name, dir) in adapters {
+            let adapter = dir.adapter.clone().with_context(|| {
+                format!(
+                    "{} (adapter `{name}`) has no {ADAPTER_CONFIG}",
+                    dir.path.display()
+                )
+            })?;
+            if dir.weights_dir != first.weights_dir {
+                bail!(
+                    "adapter `{name}` is over {}, adapter `{first_name}` over {}: adapters served together share one base model",
+                    dir.weights_dir.display(),
+                    first.weights_dir.display()
+                )
+            }
+            let theirs = Head::from_config(&dir.config);
+            if theirs.kind() != head.kind() || theirs.labels().len() != head.labels().len() {
+                bail!(
+                    "adapter `{name}` has a {:?} head with {} labels, adapter `{first_name}` a {:?} head with {}: adapters served together share their head's shape",
+                    theirs.kind(),
+                    theirs.labels().len(),
+                    head.kind(),
+                    head.labels().len()
+                )
+            }
+            files.push((name.clone(), adapter));
+        }
+        let set = Arc::new(AdapterSet::read(&files, device)?);
+        let arch = &first.config.arch;
+        let spec = registry::find(arch.model_type(), head.kind())?;
+        let Checkpoint {
+            tensors,
+            int8,
+            path,
+        } = first.read_weights(device)?;
+        let new_ok: Vec<String> = spec.head_params.iter().map(|p| p.to_string()).collect();
+        let source = path.display().to_string();
+        let params = ParamStore::with_checkpoint(tensors, &source, 0, arch.base_prefix(), new_ok);
+        let mode = ModelMode::new(0);
+        mode.set_int8(int8);
+        mode.set_adapter_set(Some(set.clone()));
+        let model = Self::build_in_mode(first.config.clone(), head, params, None, mode, device)
+            .with_context(|| format!("cannot load the model in {}", first.weights_dir.display()))?;
+        if let Some(layer) = set.untaken().first() {
+            bail!(
+                "adapter tensors for `{layer}` have no place in this {} model",
+                arch.model_type()
+            )
+        }
+        for name in model.params.newly_initialized() {
+            let layer = name.rsplit_once('.').map_or(name.as_str(), |(l, _)| l);
+            if !set.saved_by_all(layer) {
+                bail!("`{name}` is in neither the base model ({source}) nor every adapter's {ADAPTER_WEIGHTS}")
+            }
+        }
+        Ok(model)
     }
 
     /// A fresh model with a LoRA adapter on it (for timing and memory measurements:

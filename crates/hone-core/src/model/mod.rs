@@ -4,6 +4,7 @@
 //! saved to a Hugging Face model directory.
 
 pub mod adapter;
+pub mod adapter_set;
 pub mod bert;
 pub mod config;
 pub mod gpt2;

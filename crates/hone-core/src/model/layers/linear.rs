@@ -4,6 +4,7 @@ use candle_core::{DType, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use super::{Activation, Dropout, ModelMode};
+use crate::model::adapter_set::LayerSlots;
 use crate::onnx;
 use crate::ops::{Epilogue, Int8Matrix, PackedMatrix};
 
@@ -18,6 +19,8 @@ pub struct Linear {
     /// The weight is stored `[in, out]` (GPT-2 Conv1D) rather than `[out, in]`.
     stored_transposed: bool,
     lora: Option<Lora>,
+    /// Each adapter's part of a multi-adapter model, applied to its own batch rows.
+    slots: Option<Arc<LayerSlots>>,
     /// The weight in int8 (a quantized model): the product runs in int8 on the CPU.
     int8: Option<Arc<Int8Matrix>>,
     /// The weight packed for the CPU's inference GEMM, made on the first forward pass of
@@ -99,6 +102,7 @@ impl Linear {
             bias,
             stored_transposed: false,
             lora: None,
+            slots: None,
             int8: None,
             packed: Arc::default(),
             mode: mode.clone(),
@@ -117,6 +121,9 @@ impl Linear {
     /// The layer with an adapter when its model targets it (by the layer's name, `vb`'s
     /// prefix).
     fn with_adapter(mut self, vb: &VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
+        if let Some(set) = self.mode.adapter_set() {
+            self.slots = set.take(&vb.prefix()).map(Arc::new);
+        }
         let Some(config) = self.mode.adapter_for(&vb.prefix()) else {
             return Ok(self);
         };
@@ -147,7 +154,9 @@ impl Linear {
     /// when a part carries an adapter or int8 weights, stores its weight transposed, or the
     /// parts disagree on having a bias.
     pub fn stacked(parts: &[&Linear]) -> Result<Option<Linear>> {
-        let plain = |l: &&Linear| l.lora.is_none() && l.int8.is_none() && !l.stored_transposed;
+        let plain = |l: &&Linear| {
+            l.lora.is_none() && l.slots.is_none() && l.int8.is_none() && !l.stored_transposed
+        };
         let Some(first) = parts.first() else {
             return Ok(None);
         };
@@ -185,6 +194,7 @@ impl Linear {
         };
         let fused = epilogue != Epilogue::None
             && self.lora.is_none()
+            && self.slots.is_none()
             && (self.int8_for(x).is_some() || self.packed_for(x).is_some());
         match fused {
             true => self.forward_with(x, epilogue),
@@ -203,17 +213,69 @@ impl Linear {
                 None => crate::ops::linear(x, &self.weight, self.bias.as_ref(), t, autocast)?,
             },
         };
-        match &self.lora {
-            None => Ok(y),
+        let y = match &self.lora {
+            None => y,
             Some(lora) => {
                 // [..., in] -> [..., r] -> [..., out]; the scale goes on B ([out, r]), not
                 // on an activation of the batch's size.
                 let h = lora.dropout.forward(x)?;
                 let h = crate::ops::linear(&h, &lora.a, None, false, autocast)?;
                 let h = crate::ops::linear(&h, &(&lora.b * lora.scale)?, None, false, autocast)?;
-                y + h
+                (y + h)?
+            }
+        };
+        match &self.slots {
+            None => Ok(y),
+            Some(slots) => self.add_slots(x, y, slots),
+        }
+    }
+
+    /// A multi-adapter model: the base product `y` for the whole batch, then on each
+    /// adapter's rows its saved copy of the layer in place of the base's, or its
+    /// `(alpha / r) B A x` added. `x [n, ..., in]`, where `n` is the batch or the batch's
+    /// rows flattened with their tokens (`n / batch` rows per batch row).
+    fn add_slots(&self, x: &Tensor, mut y: Tensor, slots: &LayerSlots) -> Result<Tensor> {
+        let route = self.mode.current_route().ok_or_else(|| {
+            candle_core::Error::Msg(
+                "a model with several adapters runs only with each row's adapter (ModelMode::route)"
+                    .into(),
+            )
+        })?;
+        let n = x.dim(0)?;
+        if route.is_empty() || n % route.len() != 0 {
+            candle_core::bail!("{n} rows in a layer's input, {} rows routed", route.len())
+        }
+        let per = n / route.len();
+        let autocast = self.mode.autocast();
+        for (slot, (lora, module)) in slots.lora.iter().zip(&slots.module).enumerate() {
+            if lora.is_none() && module.is_none() {
+                continue;
+            }
+            let rows: Vec<u32> = route
+                .iter()
+                .enumerate()
+                .filter(|&(_, &s)| s as usize == slot)
+                .flat_map(|(r, _)| (r * per..(r + 1) * per).map(|i| i as u32))
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let idx = Tensor::new(rows.as_slice(), x.device())?;
+            let xs = x.index_select(&idx, 0)?;
+            if let Some(m) = module {
+                let w = m.weight.as_ref().unwrap_or(&self.weight);
+                let bias = m.bias.as_ref().or(self.bias.as_ref());
+                let ys = crate::ops::linear(&xs, w, bias, self.stored_transposed, autocast)?;
+                let base = y.index_select(&idx, 0)?;
+                y = y.index_add(&idx, &(ys - base)?, 0)?;
+            }
+            if let Some(l) = lora {
+                let h = crate::ops::linear(&xs, &l.a, None, false, autocast)?;
+                let h = crate::ops::linear(&h, &l.b_scaled, None, false, autocast)?;
+                y = y.index_add(&idx, &h, 0)?;
             }
         }
+        Ok(y)
     }
 
     /// The int8 weight, when this product may use it (inference on the CPU).

@@ -20,7 +20,7 @@ pub use embedding::{
 };
 pub use feed_forward::{Activation, FeedForward};
 pub use linear::Linear;
-pub use mode::{AutocastScope, ModelMode};
+pub use mode::{AutocastScope, ModelMode, RouteScope};
 pub use norm::LayerNorm;
 // The cache's layout is the attention op's business; the models hold one per layer.
 pub use crate::ops::KvCache;

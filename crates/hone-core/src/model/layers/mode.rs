@@ -4,6 +4,7 @@ use candle_core::DType;
 use rand::Rng;
 
 use crate::model::adapter::{Adapters, LoraConfig};
+use crate::model::adapter_set::AdapterSet;
 use crate::model::quantization::Int8Weights;
 use crate::ops::Int8Matrix;
 use rand_chacha::ChaCha8Rng;
@@ -26,6 +27,11 @@ struct ModeState {
     /// bf16 or fp16 for autocast-style mixed precision; None: the inputs' own dtype.
     autocast: Option<DType>,
     adapters: Option<Arc<Adapters>>,
+    /// Several adapters over one base (inference): what the layers take when built.
+    adapter_set: Option<Arc<AdapterSet>>,
+    /// The adapter slot of each batch row of the forward pass under way (a model with an
+    /// adapter set): set by [`ModelMode::route`].
+    route: Option<Arc<Vec<u32>>>,
     /// The linear layers' int8 weights (a quantized model, or one being quantized).
     int8: Option<Arc<Int8Weights>>,
     /// The weights no longer change (an inference program): layers may keep derived
@@ -44,6 +50,8 @@ impl ModelMode {
                 rng,
                 autocast: None,
                 adapters: None,
+                adapter_set: None,
+                route: None,
                 int8: None,
                 frozen: false,
             })),
@@ -99,6 +107,38 @@ impl ModelMode {
         a.config
             .targets(module, &a.base_prefix)
             .then(|| a.config.clone())
+    }
+
+    /// The adapters of a multi-adapter model, which its layers take when they are built.
+    pub fn set_adapter_set(&self, set: Option<Arc<AdapterSet>>) {
+        self.inner
+            .lock()
+            .expect("dropout state poisoned")
+            .adapter_set = set;
+    }
+
+    pub fn adapter_set(&self) -> Option<Arc<AdapterSet>> {
+        self.inner
+            .lock()
+            .expect("dropout state poisoned")
+            .adapter_set
+            .clone()
+    }
+
+    /// Run the forward passes made while the scope lives with batch row `i` through
+    /// adapter slot `slots[i]` (a multi-adapter model).
+    pub fn route(&self, slots: Vec<u32>) -> RouteScope {
+        self.inner.lock().expect("dropout state poisoned").route = Some(Arc::new(slots));
+        RouteScope { mode: self.clone() }
+    }
+
+    /// The adapter slot of each batch row, while a [`RouteScope`] lives.
+    pub fn current_route(&self) -> Option<Arc<Vec<u32>>> {
+        self.inner
+            .lock()
+            .expect("dropout state poisoned")
+            .route
+            .clone()
     }
 
     /// The int8 weights the model's linear layers take when they are built.
@@ -181,6 +221,20 @@ impl ModelMode {
                 })
                 .collect(),
         )
+    }
+}
+
+/// Clears [`ModelMode::route`]'s routing when dropped.
+#[must_use = "the routing is cleared when the scope is dropped"]
+pub struct RouteScope {
+    mode: ModelMode,
+}
+
+impl Drop for RouteScope {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.mode.inner.lock() {
+            s.route = None;
+        }
     }
 }
 
