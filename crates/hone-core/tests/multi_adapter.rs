@@ -4,46 +4,12 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use common::*;
 use hone_core::inference::classify::TextClassificationPipeline;
 use hone_core::model::ModelDir;
-
-/// A second adapter: the fixture's with its B matrices scaled by -1.5 and its classifier
-/// rows swapped, so that it answers differently.
-fn second_adapter() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hone-second-adapter-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = fixture("lora-minilm-sst2");
-    std::fs::copy(
-        src.join("adapter_config.json"),
-        dir.join("adapter_config.json"),
-    )
-    .unwrap();
-    let tensors =
-        candle_core::safetensors::load(src.join("adapter_model.safetensors"), &Device::Cpu)
-            .unwrap();
-    let changed: HashMap<String, Tensor> = tensors
-        .into_iter()
-        .map(|(k, t)| {
-            let t = if k.contains("lora_B") {
-                (t * -1.5).unwrap()
-            } else if k.contains("classifier") {
-                let idx = Tensor::new(&[1u32, 0], &Device::Cpu).unwrap();
-                t.index_select(&idx, 0).unwrap()
-            } else {
-                t
-            };
-            (k, t)
-        })
-        .collect();
-    candle_core::safetensors::save(&changed, dir.join("adapter_model.safetensors")).unwrap();
-    dir
-}
 
 fn probabilities(p: &[hone_core::inference::classify::Prediction]) -> Vec<Vec<f32>> {
     p.iter()
@@ -61,7 +27,7 @@ fn two_adapters_in_one_batch_answer_as_each_does_alone() {
         .iter()
         .map(|t| t.as_str().unwrap().to_string())
         .collect();
-    let second = second_adapter();
+    let second = flipped_lora_adapter("multi");
     let open = |p: &PathBuf| ModelDir::open_with_base(p, Some(&minilm_dir())).unwrap();
     let (a, b) = (open(&fixture("lora-minilm-sst2")), open(&second));
     let alone_a = TextClassificationPipeline::open(&a, &Device::Cpu, max_length).unwrap();

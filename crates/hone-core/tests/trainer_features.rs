@@ -308,7 +308,7 @@ fn a_checkpoint_with_another_models_optimizer_or_a_newer_format_is_refused_by_na
         original[0]
     );
     let ckpts = hone_core::training::trainer::list_checkpoints(&a.output_dir).unwrap();
-    assert_eq!(ckpts, [ckpt.clone()]);
+    assert_eq!(ckpts, std::slice::from_ref(&ckpt));
 
     // Put right, it resumes to the end.
     std::fs::write(&state_path, &original[2]).unwrap();

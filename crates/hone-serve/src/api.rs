@@ -146,6 +146,10 @@ pub struct PredictRequest {
     pub raw_scores: bool,
     #[serde(default)]
     pub model: Option<String>,
+    /// Which adapter answers, for a model served with several (`--adapter`); the first by
+    /// default.
+    #[serde(default)]
+    pub adapter: Option<String>,
 }
 
 /// One label of a `/predict` answer; a list of them, best first, per input.

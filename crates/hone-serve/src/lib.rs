@@ -43,13 +43,18 @@ pub struct AppState {
 impl AppState {
     /// Load every directory (each must be servable) and start their workers.
     pub fn load(dirs: &[PathBuf], options: ServeOptions) -> Result<Self> {
-        if dirs.is_empty() {
-            bail!("hone serve needs at least one model directory")
+        if dirs.is_empty() && options.adapters.is_empty() {
+            bail!("hone serve needs at least one model directory or --adapter")
         }
         let metrics = Arc::new(Metrics::new());
-        let mut models: Vec<ServedModel> = Vec::with_capacity(dirs.len());
-        for dir in dirs {
-            let model = ServedModel::load(dir, &options, metrics.clone())?;
+        let mut models: Vec<ServedModel> = Vec::with_capacity(dirs.len() + 1);
+        let adapters = (!options.adapters.is_empty()).then_some(None);
+        for dir in dirs.iter().map(Some).chain(adapters) {
+            let model = match dir {
+                Some(dir) => ServedModel::load(dir, &options, metrics.clone())?,
+                None => ServedModel::load_adapters(&options.adapters, &options, metrics.clone())?,
+            };
+            let dir = &model.path;
             if let Some(twin) = models.iter().find(|m| m.name == model.name) {
                 bail!(
                     "{} and {} have the same name `{}`: requests pick models by directory name",
@@ -59,11 +64,15 @@ impl AppState {
                 )
             }
             tracing::info!(
-                "serving {} ({}, {:?}) as `{}`",
+                "serving {} ({}, {:?}) as `{}`{}",
                 dir.display(),
                 model.class_name,
                 model.task,
-                model.name
+                model.name,
+                match model.adapters.is_empty() {
+                    true => String::new(),
+                    false => format!(" with adapters {}", model.adapters.join(", ")),
+                }
             );
             models.push(model);
         }

@@ -29,6 +29,9 @@ pub struct ServeOptions {
     pub device: DeviceSpec,
     /// The base model of adapter directories, instead of the one their config names.
     pub base: Option<PathBuf>,
+    /// Adapters served together over their one base model (`--adapter NAME=DIR`): one
+    /// classifier whose requests pick an adapter by name and share batches.
+    pub adapters: Vec<(String, PathBuf)>,
     /// How an embedding model pools its token vectors.
     pub pooling: Pooling,
     /// Inputs per forward pass at most.
@@ -61,6 +64,7 @@ impl Default for ServeOptions {
         Self {
             device: DeviceSpec::Cpu,
             base: None,
+            adapters: Vec::new(),
             pooling: Pooling::Mean,
             max_batch_requests: 32,
             max_batch_tokens: 16384,
@@ -124,7 +128,8 @@ pub struct TranslationJob {
 
 pub(crate) enum Worker {
     Embed(Batcher<String, Vec<f32>>),
-    Classify(Batcher<Sequence, Prediction>),
+    /// Each input with its adapter slot (0 for a model without adapters).
+    Classify(Batcher<(Sequence, u32), Prediction>),
     Ner(Batcher<String, TextEntities>),
     Generate(Batcher<GenerationJob, GenerationOutcome>),
     Translate(Batcher<TranslationJob, TranslationOutcome>),
@@ -139,6 +144,10 @@ pub struct ServedModel {
     /// Hugging Face's class (`BertForSequenceClassification`, ...).
     pub class_name: String,
     pub labels: Vec<String>,
+    /// The adapters a request may pick by name (`--adapter`), by slot; empty otherwise.
+    pub adapters: Vec<String>,
+    /// Each adapter's labels, by slot.
+    pub adapter_labels: Vec<Vec<String>>,
     /// Tokens per input at most.
     pub max_input_length: usize,
     /// The tokenizer without truncation: token counts, `/tokenize`.
@@ -206,6 +215,7 @@ impl ServedModel {
                 let pipeline = TextClassificationPipeline::open(&dir, &device, max_input_length)?;
                 let labels = pipeline.labels.clone();
                 let worker = Batcher::spawn(&name, limits, capacity, metrics, move |inputs| {
+                    let inputs: Vec<Sequence> = inputs.into_iter().map(|(s, _)| s).collect();
                     pipeline.predict(&inputs, batch)
                 })
                 .with_context(spawn_err)?;
@@ -258,11 +268,93 @@ impl ServedModel {
             task,
             class_name,
             labels,
+            adapters: Vec::new(),
+            adapter_labels: Vec::new(),
             max_input_length,
             tokenizer,
             generation: GenerationFile::load(path)?,
             worker,
         })
+    }
+
+    /// Several LoRA adapters over their one base model as one classifier, named after the
+    /// base's directory: a request picks an adapter by name (the first by default), and
+    /// requests for different adapters share batches (the base's work is done once per
+    /// batch; see `hone_core::model::adapter_set`).
+    pub fn load_adapters(
+        adapters: &[(String, PathBuf)],
+        options: &ServeOptions,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self> {
+        let device = options.device.open()?;
+        let mut dirs = Vec::with_capacity(adapters.len());
+        for (name, path) in adapters {
+            if dirs.iter().any(|(n, _)| n == name) {
+                bail!("--adapter: the name `{name}` is given twice")
+            }
+            let dir = ModelDir::open_with_base(path, options.base.as_deref())?;
+            if dir.adapter.is_none() {
+                bail!(
+                    "--adapter {name}={}: not an adapter directory (no adapter_config.json)",
+                    path.display()
+                )
+            }
+            dirs.push((name.clone(), dir));
+        }
+        let (first_name, first) = dirs.first().context("no adapter given")?;
+        let head = Head::from_config(&first.config).kind();
+        if head != HeadKind::SequenceClassification {
+            bail!(
+                "--adapter {first_name}: a {head:?} adapter; adapters are served together for sequence classification (/predict); serve others as model directories"
+            )
+        }
+        let path = first.weights_dir.clone();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        let class_name = first.config.architecture.clone().unwrap_or_default();
+        let positions = first.config.arch.max_positions();
+        let max_input_length = options
+            .max_input_length
+            .map_or(positions, |m| m.min(positions));
+        let mut tokenizer = first.tokenizer()?;
+        tokenizer.set_max_length(None)?;
+        let pipeline =
+            TextClassificationPipeline::open_with_adapters(&dirs, &device, max_input_length)?;
+        let (labels, adapter_labels) = (pipeline.labels.clone(), pipeline.adapter_labels.clone());
+        let limits = BatchLimits {
+            max_inputs: options.max_batch_requests.max(1),
+            max_tokens: options.max_batch_tokens.max(1),
+            max_wait: options.max_wait,
+        };
+        let batch = limits.max_inputs;
+        let capacity = options.max_concurrent_requests;
+        let worker = Batcher::spawn(&name, limits, capacity, metrics, move |inputs| {
+            let (inputs, slots): (Vec<Sequence>, Vec<u32>) = inputs.into_iter().unzip();
+            pipeline.predict_routed(&inputs, &slots, batch)
+        })
+        .with_context(|| format!("cannot start the worker thread of {}", path.display()))?;
+        Ok(Self {
+            name,
+            generation: GenerationFile::load(&path)?,
+            path,
+            task: Task::Classification,
+            class_name,
+            labels,
+            adapters: dirs.into_iter().map(|(n, _)| n).collect(),
+            adapter_labels,
+            max_input_length,
+            tokenizer,
+            worker: Worker::Classify(worker),
+        })
+    }
+
+    /// The labels of adapter `slot` (the model's own without adapters).
+    pub fn labels_of(&self, slot: u32) -> &[String] {
+        self.adapter_labels
+            .get(slot as usize)
+            .unwrap_or(&self.labels)
     }
 
     /// Tokens of each input, checked against [`Self::max_input_length`]: with `truncate`

@@ -18,8 +18,13 @@ pub struct ServeArgs {
     /// Model directories (an encoder for /embed, a sequence classifier for /predict, a
     /// token classifier for /ner, a causal LM for /generate); requests name one by its
     /// directory name (`"model"`) when several could answer.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "adapters")]
     model_dirs: Vec<PathBuf>,
+    /// A LoRA adapter directory served under NAME (repeatable): all the adapters given
+    /// share one base model in memory and one classifier on /predict, whose requests pick
+    /// one with `"adapter": "NAME"` (the first by default) and share batches.
+    #[arg(long = "adapter", value_name = "NAME=DIR", value_parser = parse_adapter)]
+    adapters: Vec<(String, PathBuf)>,
     /// Address to listen on; anything but loopback must be asked for.
     #[arg(long, default_value = "127.0.0.1")]
     host: std::net::IpAddr,
@@ -73,10 +78,20 @@ pub struct ServeArgs {
     max_new_tokens: usize,
 }
 
+fn parse_adapter(text: &str) -> std::result::Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((name, dir)) if !name.is_empty() && !dir.is_empty() => {
+            Ok((name.to_string(), PathBuf::from(dir)))
+        }
+        _ => Err(format!("`{text}`: expected NAME=DIR")),
+    }
+}
+
 pub fn run(args: ServeArgs) -> Result<()> {
     let options = ServeOptions {
         device: args.device,
         base: args.base,
+        adapters: args.adapters,
         pooling: args.pooling,
         max_batch_requests: args.max_batch_requests,
         max_batch_tokens: args.max_batch_tokens,

@@ -105,6 +105,9 @@ fn steps(metrics: &Path, key: &str) -> Vec<u64> {
         .collect()
 }
 
+/// A moment to kill at, seen in the output directory.
+type Moment = dyn Fn(&Path) -> bool;
+
 /// Whether `metrics.jsonl` in `out` has a line for update `step` or later.
 fn logged_up_to(out: &Path, step: u64) -> bool {
     std::fs::read_to_string(out.join("metrics.jsonl")).is_ok_and(|text| {
@@ -143,7 +146,7 @@ fn killed_three_times_ends_as_the_uninterrupted_run(
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let moments: [(&str, &dyn Fn(&Path) -> bool); 3] = [
+    let moments: [(&str, &Moment); 3] = [
         ("after update 3", &|d| logged_up_to(d, 3)),
         ("during a checkpoint write", &|d| writing_checkpoint(d)),
         ("after update 14", &|d| logged_up_to(d, 14)),

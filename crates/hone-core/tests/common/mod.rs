@@ -166,3 +166,41 @@ pub fn classifier_probabilities(
         .to_vec2()
         .unwrap()
 }
+
+/// A second LoRA adapter for all-MiniLM-L6-v2 in a new directory: the PEFT fixture's with its B matrices scaled by -1.5 and its classifier
+/// rows swapped, so that it answers differently.
+pub fn flipped_lora_adapter(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "hone-flipped-adapter-{name}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = fixture("lora-minilm-sst2");
+    std::fs::copy(
+        src.join("adapter_config.json"),
+        dir.join("adapter_config.json"),
+    )
+    .unwrap();
+    let tensors = candle_core::safetensors::load(
+        src.join("adapter_model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let changed: std::collections::HashMap<String, Tensor> = tensors
+        .into_iter()
+        .map(|(k, t)| {
+            let t = if k.contains("lora_B") {
+                (t * -1.5).unwrap()
+            } else if k.contains("classifier") {
+                let idx = Tensor::new(&[1u32, 0], &candle_core::Device::Cpu).unwrap();
+                t.index_select(&idx, 0).unwrap()
+            } else {
+                t
+            };
+            (k, t)
+        })
+        .collect();
+    candle_core::safetensors::save(&changed, dir.join("adapter_model.safetensors")).unwrap();
+    dir
+}

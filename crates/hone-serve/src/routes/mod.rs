@@ -147,6 +147,40 @@ impl AppState {
         })
     }
 
+    /// The classifier and adapter slot a `/predict` request asks for: the model holding
+    /// adapter `adapter` when named (404 if none does), else [`Self::pick`]'s with slot 0.
+    fn pick_adapter(
+        &self,
+        name: Option<&str>,
+        adapter: Option<&str>,
+    ) -> Result<(&ServedModel, u32), ApiError> {
+        let Some(adapter) = adapter else {
+            return Ok((self.pick(&[Task::Classification], name)?, 0));
+        };
+        self.models
+            .iter()
+            .filter(|m| m.task == Task::Classification && name.is_none_or(|n| m.name == n))
+            .find_map(|m| {
+                let slot = m.adapters.iter().position(|a| a == adapter)?;
+                Some((m, slot as u32))
+            })
+            .ok_or_else(|| {
+                let served: Vec<&str> = self
+                    .models
+                    .iter()
+                    .flat_map(|m| m.adapters.iter().map(String::as_str))
+                    .collect();
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    ErrorType::NotFound,
+                    format!(
+                        "no adapter `{adapter}` is served (adapters: {})",
+                        served.join(", ")
+                    ),
+                )
+            })
+    }
+
     /// A place among the requests in flight, or 429.
     fn permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
         self.permits
@@ -229,7 +263,7 @@ async fn predict(
     State(state): State<Shared>,
     Body(req): Body<PredictRequest>,
 ) -> Result<Response, ApiError> {
-    let model = state.pick(&[Task::Classification], req.model.as_deref())?;
+    let (model, slot) = state.pick_adapter(req.model.as_deref(), req.adapter.as_deref())?;
     let (inputs, batch) = match req.inputs {
         PredictInput::Single(s) => (vec![s], false),
         PredictInput::Batch(b) => (b, true),
@@ -245,13 +279,14 @@ async fn predict(
     let Worker::Classify(worker) = &model.worker else {
         unreachable!("a classifier has a classification worker")
     };
-    let predictions = state.in_time(worker.submit(inputs, tokens)).await?;
+    let routed = inputs.into_iter().map(|s| (s, slot)).collect();
+    let predictions = state.in_time(worker.submit(routed, tokens)).await?;
     let scored: Vec<Vec<LabelScore>> = predictions
         .into_iter()
         .map(|p| {
             let mut scores: Vec<LabelScore> = if req.raw_scores {
                 model
-                    .labels
+                    .labels_of(slot)
                     .iter()
                     .zip(&p.logits)
                     .map(|(label, &score)| LabelScore {
@@ -370,6 +405,7 @@ async fn info(State(state): State<Shared>) -> Json<serde_json::Value> {
                 "model_class": m.class_name,
                 "task": m.task,
                 "labels": m.labels,
+                "adapters": m.adapters,
                 "max_input_length": m.max_input_length,
             })
         })
