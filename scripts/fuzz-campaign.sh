@@ -17,7 +17,7 @@ PACKAGES=("$@")
 
 targets() {
     case "$1" in
-    hone-data) echo "fuzz_readers tsv_table csv_table jsonl_table conll_file token_jsonl_file" ;;
+    hone-data) echo "fuzz_readers tsv_table csv_table jsonl_table conll_file token_jsonl_file parallel_text tables_round_trip" ;;
     hone-core) echo "fuzz_readers recipe_with_overrides model_config_json adapter_config_json tokenizer_json safetensors_header" ;;
     hone-serve) echo "fuzz_bodies request_bodies" ;;
     esac
