@@ -59,6 +59,32 @@ pub struct ServeOptions {
     pub max_new_tokens: usize,
 }
 
+impl ServeOptions {
+    /// What a worker puts in one batch.
+    fn batch_limits(&self) -> BatchLimits {
+        BatchLimits {
+            max_inputs: self.max_batch_requests.max(1),
+            max_tokens: self.max_batch_tokens.max(1),
+            max_wait: self.max_wait,
+        }
+    }
+
+    /// Tokens per input at most for the model in `dir`: `--max-input-length` within the
+    /// model's positions.
+    fn input_limit(&self, dir: &ModelDir) -> usize {
+        let positions = dir.config.arch.max_positions();
+        self.max_input_length
+            .map_or(positions, |m| m.min(positions))
+    }
+}
+
+/// A directory's name: what requests pick its model by.
+fn dir_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
 impl Default for ServeOptions {
     fn default() -> Self {
         Self {
@@ -167,15 +193,9 @@ impl ServedModel {
                 .is_file()
         });
         let dir = ModelDir::open_with_base(path, base)?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.display().to_string());
+        let name = dir_name(path);
         let class_name = dir.config.architecture.clone().unwrap_or_default();
-        let positions = dir.config.arch.max_positions();
-        let max_input_length = options
-            .max_input_length
-            .map_or(positions, |m| m.min(positions));
+        let max_input_length = options.input_limit(&dir);
         let head = Head::from_config(&dir.config).kind();
         // What cannot be served is said before anything is read.
         if matches!(head, HeadKind::MaskedLm | HeadKind::PreTraining) {
@@ -188,11 +208,7 @@ impl ServedModel {
         }
         let mut tokenizer = dir.tokenizer()?;
         tokenizer.set_max_length(None)?;
-        let limits = BatchLimits {
-            max_inputs: options.max_batch_requests.max(1),
-            max_tokens: options.max_batch_tokens.max(1),
-            max_wait: options.max_wait,
-        };
+        let limits = options.batch_limits();
         let capacity = options.max_concurrent_requests;
         let batch = limits.max_inputs;
         let spawn_err = || format!("cannot start the worker thread of {}", path.display());
@@ -309,25 +325,15 @@ impl ServedModel {
             )
         }
         let path = first.weights_dir.clone();
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.display().to_string());
+        let name = dir_name(&path);
         let class_name = first.config.architecture.clone().unwrap_or_default();
-        let positions = first.config.arch.max_positions();
-        let max_input_length = options
-            .max_input_length
-            .map_or(positions, |m| m.min(positions));
+        let max_input_length = options.input_limit(first);
         let mut tokenizer = first.tokenizer()?;
         tokenizer.set_max_length(None)?;
         let pipeline =
             TextClassificationPipeline::open_with_adapters(&dirs, &device, max_input_length)?;
         let (labels, adapter_labels) = (pipeline.labels.clone(), pipeline.adapter_labels.clone());
-        let limits = BatchLimits {
-            max_inputs: options.max_batch_requests.max(1),
-            max_tokens: options.max_batch_tokens.max(1),
-            max_wait: options.max_wait,
-        };
+        let limits = options.batch_limits();
         let batch = limits.max_inputs;
         let capacity = options.max_concurrent_requests;
         let worker = Batcher::spawn(&name, limits, capacity, metrics, move |inputs| {
