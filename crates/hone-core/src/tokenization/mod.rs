@@ -42,8 +42,15 @@ impl TextTokenizer {
 
     /// Load a `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let inner = Tokenizer::from_file(path)
-            .map_err(|e| anyhow!("cannot load tokenizer {}: {e}", path.display()))?;
+        let cannot = || format!("cannot load tokenizer {}", path.display());
+        let bytes = std::fs::read(path).with_context(cannot)?;
+        // `tokenizers` panics (an `expect` in its decoder's deserializer, 0.23.2) on some
+        // JSON cut short inside `decoder`, which fuzzing found: a file that is not valid
+        // JSON is refused first, and a panic left in the library becomes an error.
+        serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).with_context(cannot)?;
+        let inner = std::panic::catch_unwind(|| Tokenizer::from_bytes(&bytes))
+            .map_err(|_| anyhow!("{}: the tokenizers library panicked reading it", cannot()))?
+            .map_err(|e| anyhow!("{}: {e}", cannot()))?;
         Ok(Self::from_tokenizer(inner))
     }
 
