@@ -48,33 +48,13 @@ impl AppState {
         }
         let metrics = Arc::new(Metrics::new());
         let mut models: Vec<ServedModel> = Vec::with_capacity(dirs.len() + 1);
-        let adapters = (!options.adapters.is_empty()).then_some(None);
-        for dir in dirs.iter().map(Some).chain(adapters) {
-            let model = match dir {
-                Some(dir) => ServedModel::load(dir, &options, metrics.clone())?,
-                None => ServedModel::load_adapters(&options.adapters, &options, metrics.clone())?,
-            };
-            let dir = &model.path;
-            if let Some(twin) = models.iter().find(|m| m.name == model.name) {
-                bail!(
-                    "{} and {} have the same name `{}`: requests pick models by directory name",
-                    twin.path.display(),
-                    dir.display(),
-                    model.name
-                )
-            }
-            tracing::info!(
-                "serving {} ({}, {:?}) as `{}`{}",
-                dir.display(),
-                model.class_name,
-                model.task,
-                model.name,
-                match model.adapters.is_empty() {
-                    true => String::new(),
-                    false => format!(" with adapters {}", model.adapters.join(", ")),
-                }
-            );
-            models.push(model);
+        for dir in dirs {
+            let model = ServedModel::load(dir, &options, metrics.clone())?;
+            add_model(&mut models, model)?;
+        }
+        if !options.adapters.is_empty() {
+            let model = ServedModel::load_adapters(&options.adapters, &options, metrics.clone())?;
+            add_model(&mut models, model)?;
         }
         Ok(Self {
             models,
@@ -89,6 +69,31 @@ impl AppState {
     pub fn shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Relaxed)
     }
+}
+
+/// Add a loaded model to the served ones; names must differ, since requests pick by name.
+fn add_model(models: &mut Vec<ServedModel>, model: ServedModel) -> Result<()> {
+    if let Some(twin) = models.iter().find(|m| m.name == model.name) {
+        bail!(
+            "{} and {} have the same name `{}`: requests pick models by directory name",
+            twin.path.display(),
+            model.path.display(),
+            model.name
+        )
+    }
+    tracing::info!(
+        "serving {} ({}, {:?}) as `{}`{}",
+        model.path.display(),
+        model.class_name,
+        model.task,
+        model.name,
+        match model.adapters.is_empty() {
+            true => String::new(),
+            false => format!(" with adapters {}", model.adapters.join(", ")),
+        }
+    );
+    models.push(model);
+    Ok(())
 }
 
 /// Serve on `listener` until `shutdown` completes; then stop accepting connections,

@@ -24,22 +24,20 @@ pub fn write(
     tensors: &HashMap<String, Tensor>,
     extra: HashMap<String, String>,
 ) -> Result<()> {
-    let mut named: Vec<(&String, &Tensor)> = tensors.iter().collect();
-    named.sort_by(|a, b| a.0.cmp(b.0));
-    write_views(path, named, extra)
+    write_views(path, tensors.iter().collect(), extra)
 }
 
 /// [`write`] for any safetensors views (the int8 writer's raw byte buffers too).
 pub fn write_views<S, V>(
     path: &Path,
-    views: Vec<(S, V)>,
+    mut views: Vec<(S, V)>,
     mut extra: HashMap<String, String>,
 ) -> Result<()>
 where
     S: AsRef<str> + Ord + std::fmt::Display,
     V: View,
 {
-    let mut views = views;
+    // Sorted by name: the order the checksums are listed in.
     views.sort_by(|a, b| a.0.cmp(&b.0));
     let crcs: Vec<String> = views
         .iter()

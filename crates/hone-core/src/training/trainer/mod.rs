@@ -259,11 +259,9 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
         let accum = self.args.gradient_accumulation_steps.max(1);
         let state = &mut run.state;
         let mut loss = self.data.training_loss(&self.model.net, batch)?;
-        if self
-            .fault
-            .is_some_and(|f| f.hits(FaultSite::Loss, state.global_step + 1))
-        {
-            loss = loss.affine(1.0, self.fault.map_or(0.0, |f| f.value))?;
+        let update = state.global_step + 1;
+        if let Some(fault) = self.fault.filter(|f| f.hits(FaultSite::Loss, update)) {
+            loss = loss.affine(1.0, fault.value)?;
         }
         let loss_value: f32 = loss.to_dtype(candle_core::DType::F32)?.to_scalar()?;
         if !loss_value.is_finite() {
@@ -291,13 +289,12 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
         run.micro_in_update = 0;
         let params = run.optimizer.params();
         let mut grads = run.accumulated.take();
-        if let Some(fault) = self.fault {
-            if fault.hits(FaultSite::Gradient, run.state.global_step + 1) {
-                let first = params.first().context("no trained parameter")?;
-                if let Some(g) = grads.get(first.var.as_tensor()) {
-                    let bad = g.affine(1.0, fault.value)?;
-                    grads.insert(first.var.as_tensor(), bad);
-                }
+        let update = run.state.global_step + 1;
+        if let Some(fault) = self.fault.filter(|f| f.hits(FaultSite::Gradient, update)) {
+            let first = params.first().context("no trained parameter")?;
+            if let Some(g) = grads.get(first.var.as_tensor()) {
+                let bad = g.affine(1.0, fault.value)?;
+                grads.insert(first.var.as_tensor(), bad);
             }
         }
         let grad_norm = if self.args.max_grad_norm > 0.0 {
