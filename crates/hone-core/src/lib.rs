@@ -15,6 +15,7 @@
 //! - [`runtime`]: devices and the process-wide set-up a program does once;
 //! - [`io`]: atomic writes and file helpers.
 
+pub mod distributed;
 pub mod export;
 pub mod inference;
 pub mod io;

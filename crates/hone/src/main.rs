@@ -10,6 +10,7 @@ mod export;
 mod finetune;
 mod generate;
 mod info;
+mod launch;
 mod merge;
 mod predict;
 mod pretrain;
@@ -71,6 +72,9 @@ enum Command {
     /// Train or inspect tokenizers.
     #[command(subcommand)]
     Tokenizer(tokenizer::TokenizerCommand),
+    /// Start a data-parallel run on this machine: `hone launch --nproc 2 -- finetune --config ...`
+    /// (CPU ranks through mpirun; GPU ranks with torchrun's variables and NCCL).
+    Launch(launch::LaunchArgs),
 }
 
 fn main() {
@@ -107,7 +111,9 @@ fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log);
     Runtime {
-        threads: cli.threads,
+        threads: cli
+            .threads
+            .or_else(hone_core::distributed::threads_per_local_rank),
     }
     .init()
     .context("runtime set-up")?;
@@ -127,6 +133,7 @@ fn run() -> anyhow::Result<()> {
         Command::Quantize(a) => quantize::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Tokenizer(c) => tokenizer::run(c),
+        Command::Launch(a) => launch::run(a),
     }
 }
 
@@ -163,6 +170,13 @@ fn copy_tokenizer(from: &std::path::Path, to: &std::path::Path) -> anyhow::Resul
 }
 
 fn init_logging(level: &str) {
+    // Data-parallel ranks other than 0 report only warnings and errors: rank 0 logs the run.
+    let rank = match hone_core::distributed::Launch::from_env() {
+        Ok(hone_core::distributed::Launch::Mpi { rank, .. })
+        | Ok(hone_core::distributed::Launch::Torchrun { rank, .. }) => rank,
+        _ => 0,
+    };
+    let level = if rank == 0 { level } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()

@@ -3,11 +3,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
 
 use crate::callbacks::{MetricsPlot, ProgressBar, SaveRecipe};
+use hone_core::distributed::Launch;
 use hone_core::model::Model;
 use hone_core::runtime::{set_tf32, DeviceSpec};
 use hone_core::training::{InjectedFault, Precision, Trainer, TrainingArguments, TrainingData};
@@ -46,6 +47,11 @@ impl RecipeRunArgs {
             (training.precision, training.bf16, training.fp16) = (p, false, false);
         }
         set_tf32(training.tf32);
+        // One GPU per rank: `cuda` means this rank's own (its local rank), as in torchrun.
+        let launch = Launch::from_env()?;
+        if let (DeviceSpec::Cuda(0), false) = (training.device, launch == Launch::Single) {
+            training.device = DeviceSpec::Cuda(launch.local_device_ordinal());
+        }
         training.device.open()
     }
 }
@@ -62,10 +68,32 @@ pub fn train_and_report<R: Serialize, D: TrainingData>(
 ) -> Result<()> {
     // A test hook (RELIABILITY.md): a NaN or infinity injected at one update.
     let fault = InjectedFault::from_env()?;
+    // One of several data-parallel ranks (mpirun, torchrun, `hone launch`), or alone.
+    let comm = Launch::from_env()?.communicator(&model.device)?;
     // A batch that cannot fit is refused before the output directory is touched.
     Trainer::new(training.clone(), model, data).check_memory()?;
-    Trainer::<D>::prepare_output_dir(training, resume)?;
+    if comm.is_main() {
+        Trainer::<D>::prepare_output_dir(training, resume)?;
+    }
+    // The others wait until rank 0 has the directory ready (or cleared it).
+    comm.barrier()?;
+    if comm.world_size() > 1 {
+        tracing::info!(
+            "data parallel over {}: {} ranks, {} examples per rank per micro-batch",
+            comm.engine(),
+            comm.world_size(),
+            training.per_device_train_batch_size
+        );
+    }
     let mut trainer = Trainer::new(training.clone(), model, data);
+    trainer.set_communicator(comm.clone());
+    // A test hook: stop as if interrupted after N updates, checkpoint written (the resume
+    // tests of multi-rank runs, where a kill would race the ranks).
+    if let Ok(n) = std::env::var("HONE_INTERRUPT_AFTER_STEPS") {
+        trainer.args.interrupt_after_steps = Some(n.parse().with_context(|| {
+            format!("HONE_INTERRUPT_AFTER_STEPS={n:?} is not a number of updates")
+        })?);
+    }
     // Written once training begins: a resume refused (a damaged checkpoint) changes nothing.
     trainer.add_callback(SaveRecipe {
         path: training.output_dir.join("recipe.toml"),
@@ -81,6 +109,10 @@ pub fn train_and_report<R: Serialize, D: TrainingData>(
         output_dir: training.output_dir.clone(),
     });
     let out = trainer.train(resume)?;
+    drop(trainer);
+    if !comm.is_main() {
+        return Ok(());
+    }
     let summary = serde_json::json!({
         "output_dir": training.output_dir.display().to_string(),
         "global_step": out.global_step,

@@ -12,6 +12,7 @@ use hone_metrics::{ClassificationReport, ZeroDivision};
 use serde::{Deserialize, Serialize};
 
 use super::{FinetuneTask, ModelArgs, PeftArgs};
+use crate::distributed::{self, Communicator};
 use crate::model::{Head, Model, ProblemType, SequenceClassifier};
 use crate::ops::CrossEntropyOptions;
 use crate::tokenization::{pad_ids, TextTokenizer};
@@ -386,18 +387,35 @@ impl ClassificationData {
         net: &dyn SequenceClassifier,
         max_batches: Option<usize>,
     ) -> Result<(Vec<Vec<f32>>, f64)> {
+        let rows = self.scored_rows(max_batches);
+        let (logits, loss_sum) = self.predict_rows(net, &rows)?;
+        Ok((logits, loss_sum / rows.len().max(1) as f64))
+    }
+
+    /// The validation rows an evaluation scores, shortest first (batches of similar
+    /// length), the first `max_batches` batches of them when limited.
+    fn scored_rows(&self, max_batches: Option<usize>) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.valid.len()).collect();
         order.sort_by_key(|&i| self.valid[i].ids.len());
+        if let Some(m) = max_batches {
+            order.truncate(m * self.eval_batch_size.max(1));
+        }
+        order
+    }
+
+    /// Logits of validation `rows` (by row; empty for rows not scored) and the sum of their
+    /// losses.
+    fn predict_rows(
+        &self,
+        net: &dyn SequenceClassifier,
+        rows: &[usize],
+    ) -> Result<(Vec<Vec<f32>>, f64)> {
         let mut logits_by_row = vec![Vec::new(); self.valid.len()];
-        let (mut loss_sum, mut n) = (0f64, 0usize);
-        for (bi, chunk) in order.chunks(self.eval_batch_size.max(1)).enumerate() {
-            if max_batches.is_some_and(|m| bi >= m) {
-                break;
-            }
-            let rows: Vec<&Encoded> = chunk.iter().map(|&i| &self.valid[i]).collect();
-            let (logits, loss) = self.logits_and_loss(net, &rows)?;
-            loss_sum += loss.to_scalar::<f32>()? as f64 * rows.len() as f64;
-            n += rows.len();
+        let mut loss_sum = 0f64;
+        for chunk in rows.chunks(self.eval_batch_size.max(1)) {
+            let batch: Vec<&Encoded> = chunk.iter().map(|&i| &self.valid[i]).collect();
+            let (logits, loss) = self.logits_and_loss(net, &batch)?;
+            loss_sum += loss.to_scalar::<f32>()? as f64 * batch.len() as f64;
             for (&i, row) in chunk
                 .iter()
                 .zip(logits.to_dtype(DType::F32)?.to_vec2::<f32>()?)
@@ -405,7 +423,19 @@ impl ClassificationData {
                 logits_by_row[i] = row;
             }
         }
-        Ok((logits_by_row, loss_sum / n.max(1) as f64))
+        Ok((logits_by_row, loss_sum))
+    }
+
+    /// The metrics of scored validation logits (rows left empty are skipped).
+    fn metrics_of(&self, logits: Vec<Vec<f32>>, loss: f64) -> Result<Metrics> {
+        let (logits, targets): (Vec<Vec<f32>>, Vec<Vec<f32>>) = logits
+            .into_iter()
+            .zip(self.valid.iter().map(|e| e.target.clone()))
+            .filter(|(l, _)| !l.is_empty())
+            .unzip();
+        let (mut m, _) = classification_metrics(self.problem, &self.labels, &logits, &targets)?;
+        m.insert("loss".into(), loss);
+        Ok(m)
     }
 }
 
@@ -513,16 +543,57 @@ impl TrainingData for ClassificationData {
     }
 
     fn evaluate(&self, net: &Self::Net, max_batches: Option<usize>) -> Result<Metrics> {
-        let (logits, loss) = self.predict_validation(net, max_batches)?;
         // With a batch limit only the scored rows count.
-        let (logits, targets): (Vec<Vec<f32>>, Vec<Vec<f32>>) = logits
-            .into_iter()
-            .zip(self.valid.iter().map(|e| e.target.clone()))
-            .filter(|(l, _)| !l.is_empty())
-            .unzip();
-        let (mut m, _) = classification_metrics(self.problem, &self.labels, &logits, &targets)?;
-        m.insert("loss".into(), loss);
-        Ok(m)
+        let (logits, loss) = self.predict_validation(net, max_batches)?;
+        self.metrics_of(logits, loss)
+    }
+
+    /// Each rank scores every `world_size`-th row of the length-sorted order; the logits
+    /// (zeros where a rank did not score) and loss sums are summed across ranks, so every
+    /// rank computes the metrics of the whole set.
+    fn evaluate_sharded(
+        &self,
+        net: &Self::Net,
+        max_batches: Option<usize>,
+        comm: &dyn Communicator,
+    ) -> Result<Metrics> {
+        if comm.world_size() == 1 {
+            return self.evaluate(net, max_batches);
+        }
+        let rows = self.scored_rows(max_batches);
+        let mine = distributed::strided(&rows, comm.rank(), comm.world_size());
+        let (logits, loss_sum) = self.predict_rows(net, &mine)?;
+        // The logits' width, from the ranks that scored something (all, unless the set
+        // is smaller than the ranks).
+        let mut width = match logits.iter().find(|l| !l.is_empty()) {
+            Some(l) => [l.len() as f64, 1.0],
+            None => [0.0, 0.0],
+        };
+        distributed::all_reduce_f64(comm, &mut width)?;
+        let k = (width[0] / width[1].max(1.0)) as usize;
+        let n = self.valid.len();
+        // Per row: its k logits and a 1 where scored; then the loss sum.
+        let mut flat = vec![0f64; n * (k + 1) + 1];
+        for (i, l) in logits.iter().enumerate() {
+            if !l.is_empty() {
+                for (j, &x) in l.iter().enumerate() {
+                    flat[i * (k + 1) + j] = x as f64;
+                }
+                flat[i * (k + 1) + k] = 1.0;
+            }
+        }
+        flat[n * (k + 1)] = loss_sum;
+        distributed::all_reduce_f64(comm, &mut flat)?;
+        let logits: Vec<Vec<f32>> = (0..n)
+            .map(|i| {
+                let row = &flat[i * (k + 1)..(i + 1) * (k + 1)];
+                match row[k] > 0.0 {
+                    true => row[..k].iter().map(|&x| x as f32).collect(),
+                    false => Vec::new(),
+                }
+            })
+            .collect();
+        self.metrics_of(logits, flat[n * (k + 1)] / rows.len().max(1) as f64)
     }
 
     fn save_extras(&self, dir: &Path) -> Result<()> {

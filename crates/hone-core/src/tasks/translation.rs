@@ -473,6 +473,14 @@ impl TrainingData for TranslationData {
         self.train[i].source.len().max(self.train[i].target.len())
     }
 
+    /// The loss is a mean over target tokens.
+    fn loss_weight(&self, indices: &[usize]) -> f64 {
+        indices
+            .iter()
+            .map(|&i| self.train[i].target.len())
+            .sum::<usize>() as f64
+    }
+
     fn training_loss(&self, net: &Self::Net, indices: &[usize]) -> Result<Tensor> {
         let pairs: Vec<&Pair> = indices.iter().map(|&i| &self.train[i]).collect();
         let [ids, mask, decoder_ids, labels] = self.batch(net, &pairs)?;

@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 
 /// An append-only JSON-lines metrics file.
 pub struct MetricsLog {
-    path: PathBuf,
+    /// None on a rank that does not write (data-parallel ranks other than 0).
+    path: Option<PathBuf>,
 }
 
 impl MetricsLog {
@@ -18,25 +19,36 @@ impl MetricsLog {
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         Ok(Self {
-            path: path.to_path_buf(),
+            path: Some(path.to_path_buf()),
         })
+    }
+
+    /// A log that writes nothing.
+    pub fn disabled() -> Self {
+        Self { path: None }
     }
 
     /// Append one record and flush it, so a crash loses nothing already logged.
     pub fn append(&self, record: &serde_json::Value) -> Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.path)
-            .with_context(|| format!("cannot open {}", self.path.display()))?;
-        writeln!(f, "{record}").with_context(|| format!("cannot write {}", self.path.display()))?;
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        writeln!(f, "{record}").with_context(|| format!("cannot write {}", path.display()))?;
         f.flush()?;
         Ok(())
     }
 
     /// Drop records logged after `step` (a resumed run logs those steps again).
     pub fn truncate_after(&self, step: usize) -> Result<()> {
-        let Ok(text) = std::fs::read_to_string(&self.path) else {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let Ok(text) = std::fs::read_to_string(path) else {
             return Ok(());
         };
         let kept: String = text
@@ -49,6 +61,6 @@ impl MetricsLog {
             })
             .map(|l| format!("{l}\n"))
             .collect();
-        crate::io::write_bytes_atomically(&self.path, kept.as_bytes())
+        crate::io::write_bytes_atomically(path, kept.as_bytes())
     }
 }

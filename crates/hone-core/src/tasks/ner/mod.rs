@@ -345,6 +345,20 @@ impl TrainingData for NerData {
         self.train[i].ids.len()
     }
 
+    /// The loss is a mean over labelled pieces.
+    fn loss_weight(&self, indices: &[usize]) -> f64 {
+        indices
+            .iter()
+            .map(|&i| {
+                self.train[i]
+                    .labels
+                    .iter()
+                    .filter(|&&l| l != IGNORE)
+                    .count()
+            })
+            .sum::<usize>() as f64
+    }
+
     fn training_loss(&self, net: &Self::Net, indices: &[usize]) -> Result<Tensor> {
         let rows: Vec<&TrainRow> = indices.iter().map(|&i| &self.train[i]).collect();
         let ids: Vec<&[u32]> = rows.iter().map(|r| r.ids.as_slice()).collect();

@@ -1,5 +1,7 @@
 //! Which examples form each micro-batch of each epoch: fixed-size or token-budget batches,
-//! shuffled by the seed and the epoch, so a resumed run sees the same order.
+//! shuffled by the seed and the epoch, so a resumed run sees the same order. In a
+//! data-parallel run these are the global batches (every rank draws the same ones and
+//! trains on its shard): the per-rank size times the number of ranks.
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -9,13 +11,25 @@ use super::{Trainer, TrainingData};
 
 impl<D: TrainingData> Trainer<'_, D> {
     pub(super) fn micro_batches_per_epoch(&self) -> usize {
-        match self.args.max_tokens_per_batch {
+        match self.global_token_budget() {
             Some(budget) => self.token_batches(budget).len(),
             None => self
                 .data
                 .num_train_examples()
-                .div_ceil(self.args.per_device_train_batch_size.max(1)),
+                .div_ceil(self.global_batch_size()),
         }
+    }
+
+    /// Examples per micro-batch over all ranks.
+    pub fn global_batch_size(&self) -> usize {
+        self.args.per_device_train_batch_size.max(1) * self.comm.world_size()
+    }
+
+    /// `max_tokens_per_batch` over all ranks.
+    fn global_token_budget(&self) -> Option<usize> {
+        self.args
+            .max_tokens_per_batch
+            .map(|b| b * self.comm.world_size())
     }
 
     /// Batches of at most `budget` padded tokens over examples sorted by length (ties by
@@ -59,11 +73,11 @@ impl<D: TrainingData> Trainer<'_, D> {
     /// batches are shuffled.
     pub fn epoch_batches(&self, epoch: usize) -> Vec<Vec<usize>> {
         let n = self.data.num_train_examples();
-        let bs = self.args.per_device_train_batch_size.max(1);
+        let bs = self.global_batch_size();
         let mut rng = ChaCha8Rng::seed_from_u64(
             self.args.seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(epoch as u64 + 1)),
         );
-        if let Some(budget) = self.args.max_tokens_per_batch {
+        if let Some(budget) = self.global_token_budget() {
             let mut batches = self.token_batches(budget);
             batches.shuffle(&mut rng);
             return batches;

@@ -31,6 +31,18 @@ pub struct TrainerState {
     /// fp16's loss scaler (absent in fp32 and bf16 runs).
     #[serde(default)]
     pub grad_scaler: Option<GradScaler>,
+    /// In a data-parallel run, every rank's dropout stream by rank (the fields above hold
+    /// rank 0's too, for a resume on another number of ranks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rank_rngs: Vec<RankRng>,
+}
+
+/// One rank's dropout random stream: seed, stream, word position.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RankRng {
+    pub seed: [u8; 32],
+    pub stream: u64,
+    pub word_pos: String,
 }
 
 /// One optimizer update, as [`Trainer::update`] made it.

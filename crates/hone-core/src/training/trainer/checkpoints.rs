@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::{Run, Trainer, TrainerState, TrainingData, STATE_FILE};
+use super::{RankRng, Run, Trainer, TrainerState, TrainingData, STATE_FILE};
+use crate::distributed;
 use crate::training::args::TrainingArguments;
 use crate::training::log::MetricsLog;
 use crate::training::optim::{Optimizer, OptimizerState};
@@ -42,7 +43,18 @@ impl<D: TrainingData> Trainer<'_, D> {
     /// metrics log cut back to that step.
     pub(super) fn resume(&self, run: &mut Run, log: &MetricsLog) -> Result<()> {
         let out_dir = &self.args.output_dir;
-        let ckpt = latest_checkpoint(out_dir)?.context("no checkpoint to resume from")?;
+        // Every rank resumes from the checkpoint rank 0 finds (a shared file system).
+        let latest = latest_checkpoint(out_dir)?.map(|p| p.display().to_string());
+        let latest = distributed::broadcast_bytes(
+            self.communicator(),
+            latest.unwrap_or_default().as_bytes(),
+            0,
+        )?;
+        let latest = String::from_utf8(latest).context("checkpoint path")?;
+        if latest.is_empty() {
+            bail!("no checkpoint to resume from in {}", out_dir.display())
+        }
+        let ckpt = PathBuf::from(latest);
         let fp16 = run.state.grad_scaler.is_some();
         run.state = self.restore(&ckpt, run.optimizer.as_mut())?;
         // A scaler only in fp16 runs (the precision may differ from the first run's).
@@ -70,7 +82,8 @@ impl<D: TrainingData> Trainer<'_, D> {
         self.args.output_dir.join(format!("checkpoint-{step}"))
     }
 
-    /// Save a checkpoint and keep only it and the best one.
+    /// Save a checkpoint and keep only it and the best one (rank 0; the others only learn
+    /// its name).
     pub(super) fn checkpoint(&mut self, run: &mut Run) -> Result<PathBuf> {
         let dir = self.save_checkpoint(run)?;
         self.prune_checkpoints(&run.state)?;
@@ -85,6 +98,11 @@ impl<D: TrainingData> Trainer<'_, D> {
     pub(super) fn save_checkpoint(&self, run: &mut Run) -> Result<PathBuf> {
         let state = &mut run.state;
         let dir = self.checkpoint_dir(state.global_step);
+        // Each rank's dropout stream, for an exact resume of every rank.
+        state.rank_rngs = self.gather_rngs()?;
+        if !self.writes() {
+            return Ok(dir);
+        }
         let tmp = self
             .args
             .output_dir
@@ -110,6 +128,9 @@ impl<D: TrainingData> Trainer<'_, D> {
     }
 
     pub(super) fn write_state(&self, dir: &Path, state: &TrainerState) -> Result<()> {
+        if !self.writes() {
+            return Ok(());
+        }
         let file = StateFile {
             format_version: CHECKPOINT_FORMAT_VERSION,
             state: state.clone(),
@@ -128,15 +149,55 @@ impl<D: TrainingData> Trainer<'_, D> {
         optimizer
             .load_state(OptimizerState::load(ckpt, &self.model.device)?)
             .with_context(|| format!("cannot restore the optimizer from {}", ckpt.display()))?;
-        let pos: u128 = state.rng_word_pos.parse().unwrap_or(0);
-        self.model
-            .mode
-            .set_rng_state(state.rng_seed, state.rng_stream, pos);
+        let (rank, world) = (self.communicator().rank(), self.communicator().world_size());
+        let rng = match state.rank_rngs.get(rank) {
+            Some(own) if state.rank_rngs.len() == world => own.clone(),
+            _ => {
+                if world > 1 {
+                    tracing::warn!(
+                        "{} was written by a run of {} ranks, this one has {world}: every rank resumes rank 0's dropout stream",
+                        ckpt.display(),
+                        state.rank_rngs.len().max(1)
+                    );
+                }
+                RankRng {
+                    seed: state.rng_seed,
+                    stream: state.rng_stream,
+                    word_pos: state.rng_word_pos.clone(),
+                }
+            }
+        };
+        let pos: u128 = rng.word_pos.parse().unwrap_or(0);
+        self.model.mode.set_rng_state(rng.seed, rng.stream, pos);
         Ok(state)
+    }
+
+    /// Every rank's dropout stream, in rank order (empty in one process: the state's own
+    /// fields hold it).
+    fn gather_rngs(&self) -> Result<Vec<RankRng>> {
+        let comm = self.communicator();
+        if comm.world_size() == 1 {
+            return Ok(Vec::new());
+        }
+        let (seed, stream, pos) = self.model.mode.rng_state();
+        let own = serde_json::to_vec(&RankRng {
+            seed,
+            stream,
+            word_pos: pos.to_string(),
+        })?;
+        (0..comm.world_size())
+            .map(|r| {
+                let bytes = distributed::broadcast_bytes(comm, &own, r)?;
+                Ok(serde_json::from_slice(&bytes)?)
+            })
+            .collect()
     }
 
     /// Keep the latest checkpoint and the best one; remove the others.
     pub(super) fn prune_checkpoints(&self, state: &TrainerState) -> Result<()> {
+        if !self.writes() {
+            return Ok(());
+        }
         let latest = self.checkpoint_dir(state.global_step);
         for dir in list_checkpoints(&self.args.output_dir)? {
             if dir != latest && Some(&dir) != state.best_checkpoint.as_ref() {
@@ -149,6 +210,9 @@ impl<D: TrainingData> Trainer<'_, D> {
 
     /// Put the final (or best) model at the top of the output directory.
     pub(super) fn finish(&self, state: &TrainerState) -> Result<()> {
+        if !self.writes() {
+            return Ok(());
+        }
         let out = &self.args.output_dir;
         let source = match (&state.best_checkpoint, self.args.load_best_model_at_end) {
             (Some(best), true) if best.exists() => {

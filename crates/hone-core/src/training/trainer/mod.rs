@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -25,6 +26,7 @@ use super::optim::{
 };
 use super::precision::{GradScaler, Precision};
 use super::schedule::LrSchedule;
+use crate::distributed::{self, Communicator, SingleProcess};
 use crate::model::layers::AutocastScope;
 use crate::model::Model;
 
@@ -32,7 +34,7 @@ mod batches;
 mod callback;
 mod checkpoints;
 
-pub use callback::{LogRecord, TrainOutput, TrainerCallback, TrainerState, UpdateStats};
+pub use callback::{LogRecord, RankRng, TrainOutput, TrainerCallback, TrainerState, UpdateStats};
 pub use checkpoints::{latest_checkpoint, list_checkpoints};
 
 /// Evaluation metrics by name (`loss`, `accuracy`, ...).
@@ -57,6 +59,26 @@ pub trait TrainingData {
     /// `max_batches` limits the work for quick checks.
     fn evaluate(&self, net: &Self::Net, max_batches: Option<usize>) -> Result<Metrics>;
 
+    /// [`TrainingData::evaluate`] with the work split across the ranks of a data-parallel
+    /// run, every rank getting the same metrics. By default every rank evaluates the whole
+    /// set (correct, not faster); a task that can split it overrides this.
+    fn evaluate_sharded(
+        &self,
+        net: &Self::Net,
+        max_batches: Option<usize>,
+        _comm: &dyn Communicator,
+    ) -> Result<Metrics> {
+        self.evaluate(net, max_batches)
+    }
+
+    /// What [`TrainingData::training_loss`] averages over for these examples: the examples
+    /// themselves, or their labelled tokens for a loss per token. A data-parallel rank
+    /// weighs its shard's loss by its share of the batch's, so the summed gradients are
+    /// the whole batch's.
+    fn loss_weight(&self, indices: &[usize]) -> f64 {
+        indices.len() as f64
+    }
+
     /// Write what a model directory needs besides config and weights (the tokenizer).
     fn save_extras(&self, dir: &Path) -> Result<()>;
 }
@@ -70,6 +92,8 @@ pub struct Run {
     schedule: LrSchedule,
     accumulated: GradAccumulator,
     micro_in_update: usize,
+    /// This update's loss so far, this rank's share (summed across ranks at the update).
+    loss_this_update: f64,
     examples_seen: usize,
     steps_this_run: usize,
     started: Instant,
@@ -86,6 +110,8 @@ pub struct Trainer<'a, D: TrainingData> {
     pub data: &'a D,
     callbacks: Vec<Box<dyn TrainerCallback + 'a>>,
     fault: Option<InjectedFault>,
+    /// The ranks of a data-parallel run (one process alone by default).
+    comm: Arc<dyn Communicator>,
 }
 
 impl<'a, D: TrainingData> Trainer<'a, D> {
@@ -96,7 +122,26 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
             data,
             callbacks: Vec::new(),
             fault: None,
+            comm: Arc::new(SingleProcess),
         }
+    }
+
+    /// Train data-parallel over `comm`'s ranks: each takes its shard of every batch
+    /// (`per_device_train_batch_size` is per rank, as in Hugging Face), gradients are summed
+    /// across ranks before clipping, and rank 0 alone writes checkpoints, metrics and the
+    /// model, and runs the callbacks.
+    pub fn set_communicator(&mut self, comm: Arc<dyn Communicator>) {
+        self.comm = comm;
+    }
+
+    /// The run's communicator.
+    pub fn communicator(&self) -> &dyn Communicator {
+        &*self.comm
+    }
+
+    /// Whether this process writes the output directory (rank 0, or the only process).
+    pub(super) fn writes(&self) -> bool {
+        self.comm.is_main()
     }
 
     /// Put a NaN or an infinity into the loss or a gradient at one update (a test hook;
@@ -244,6 +289,7 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
             schedule: self.schedule()?,
             accumulated: GradAccumulator::new(),
             micro_in_update: 0,
+            loss_this_update: 0.0,
             examples_seen: 0,
             steps_this_run: 0,
             started: Instant::now(),
@@ -253,12 +299,24 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
         Ok(run)
     }
 
-    /// Forward and backward over one micro-batch, adding its gradients to the run's;
-    /// returns the batch's loss.
+    /// Forward and backward over one micro-batch (this rank's shard of it), adding its
+    /// gradients to the run's; returns the shard's loss.
     pub fn micro_step(&self, run: &mut Run, batch: &[usize]) -> Result<f32> {
         let accum = self.args.gradient_accumulation_steps.max(1);
+        let (rank, world) = (self.comm.rank(), self.comm.world_size());
+        let shard = distributed::shard(batch, rank, world);
+        // This shard's part of the batch's mean loss (1 in one process).
+        let share = match world {
+            1 => 1.0,
+            _ => self.data.loss_weight(shard) / self.data.loss_weight(batch).max(f64::MIN_POSITIVE),
+        };
+        run.micro_in_update += 1;
+        if shard.is_empty() || share == 0.0 {
+            // Nothing to add: the all-reduce puts zeros in for this rank.
+            return Ok(0.0);
+        }
         let state = &mut run.state;
-        let mut loss = self.data.training_loss(&self.model.net, batch)?;
+        let mut loss = self.data.training_loss(&self.model.net, shard)?;
         let update = state.global_step + 1;
         if let Some(fault) = self.fault.filter(|f| f.hits(FaultSite::Loss, update)) {
             loss = loss.affine(1.0, fault.value)?;
@@ -274,12 +332,11 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
         }
         // fp16: backward through the scaled loss, unscale as the gradients add up.
         let loss_scale = state.grad_scaler.as_ref().map_or(1.0, |s| s.scale);
-        let grads = (loss * (loss_scale / accum as f64))?.backward()?;
+        let grads = (loss * (loss_scale * share / accum as f64))?.backward()?;
         run.accumulated
             .add(run.optimizer.params(), &grads, 1.0 / loss_scale)?;
-        state.loss_since_log += loss_value as f64 / accum as f64;
-        run.micro_in_update += 1;
-        run.examples_seen += batch.len();
+        run.loss_this_update += loss_value as f64 * share / accum as f64;
+        run.examples_seen += shard.len();
         Ok(loss_value)
     }
 
@@ -289,6 +346,14 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
         run.micro_in_update = 0;
         let params = run.optimizer.params();
         let mut grads = run.accumulated.take();
+        // Data parallel: every rank gets the sum of the ranks' shares, so each steps
+        // (and clips) with the whole batch's gradients and loss.
+        let named: Vec<(&str, &candle_core::Var)> =
+            params.iter().map(|p| (p.name.as_str(), &p.var)).collect();
+        distributed::all_reduce_grads(&*self.comm, &named, &mut grads, distributed::BUCKET_BYTES)?;
+        let mut loss = [std::mem::take(&mut run.loss_this_update)];
+        distributed::all_reduce_f64(&*self.comm, &mut loss)?;
+        run.state.loss_since_log += loss[0];
         let update = run.state.global_step + 1;
         if let Some(fault) = self.fault.filter(|f| f.hits(FaultSite::Gradient, update)) {
             let first = params.first().context("no trained parameter")?;
@@ -343,10 +408,19 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
     /// Run training (resuming from the latest checkpoint in `output_dir` when `resume`).
     pub fn train(&mut self, resume: bool) -> Result<TrainOutput> {
         let mut run = self.start()?;
-        let log = MetricsLog::new(&self.args.output_dir.join("metrics.jsonl"))?;
+        let log = match self.writes() {
+            true => MetricsLog::new(&self.args.output_dir.join("metrics.jsonl"))?,
+            false => MetricsLog::disabled(),
+        };
+        if !self.writes() {
+            // Progress, plots and saved recipes are rank 0's.
+            self.callbacks.clear();
+        }
         if resume {
             self.resume(&mut run, &log)?;
         }
+        // Every rank starts from rank 0's parameters (a new head's random initialisation).
+        distributed::broadcast_params(&*self.comm, &self.model.params.trainable_params())?;
         let total = run.total_updates;
         let accum = self.args.gradient_accumulation_steps.max(1);
         for cb in &mut self.callbacks {
@@ -479,9 +553,9 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
     /// Evaluate (dropout off), log the metrics, checkpoint, and track the best model.
     fn evaluate(&mut self, run: &mut Run, log: &MetricsLog, epoch: f64) -> Result<Metrics> {
         self.model.mode.set_training(false);
-        let metrics = self
-            .data
-            .evaluate(&self.model.net, self.args.max_eval_batches);
+        let metrics =
+            self.data
+                .evaluate_sharded(&self.model.net, self.args.max_eval_batches, &*self.comm);
         self.model.mode.set_training(true);
         let metrics = metrics?;
         let state = &mut run.state;

@@ -1,0 +1,209 @@
+//! Data-parallel training over MPI (issue 20): `hone launch --nproc 2` (mpirun underneath)
+//! with a per-rank batch of B/2 ends 10 updates with the weights of one process with batch
+//! B (dropout off), logs every step once, and a 2-rank run interrupted and resumed ends with
+//! the weights of an uninterrupted 2-rank run, bit for bit (dropout on: each rank's dropout
+//! stream is restored).
+#![cfg(feature = "mpi")]
+
+#[path = "../../hone-core/tests/common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+
+/// all-MiniLM-L6-v2 with dropout off (a copy in `dir`).
+fn minilm_without_dropout(dir: &Path) -> PathBuf {
+    let out = dir.join("minilm-no-dropout");
+    std::fs::create_dir_all(&out).unwrap();
+    for e in std::fs::read_dir(minilm_dir()).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), out.join(e.file_name())).unwrap();
+        }
+    }
+    let path = out.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["hidden_dropout_prob"] = 0.0.into();
+    config["attention_probs_dropout_prob"] = 0.0.into();
+    std::fs::write(&path, config.to_string()).unwrap();
+    out
+}
+
+/// `hone [launch --nproc N --] finetune` on 96 SST-2 sentences, 10 updates.
+fn finetune(ranks: usize, model: &Path, out: &Path, extra: &[&str]) -> Output {
+    finetune_with(ranks, model, out, extra, None)
+}
+
+fn finetune_with(
+    ranks: usize,
+    model: &Path,
+    out: &Path,
+    extra: &[&str],
+    interrupt_after: Option<usize>,
+) -> Output {
+    let data = shared_dir().join("data/sst2");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hone"));
+    c.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    if ranks > 1 {
+        c.args(["launch", "--nproc", &ranks.to_string(), "--"]);
+    }
+    c.args([
+        "finetune",
+        "--config",
+        "examples/sst2.toml",
+        "--log",
+        "warn",
+    ]);
+    for kv in [
+        format!("model.model_name_or_path={model:?}"),
+        "model.classifier_dropout=0.0".into(),
+        format!("data.train_file={:?}", data.join("train.tsv")),
+        format!("data.validation_file={:?}", data.join("validation.tsv")),
+        format!("output_dir={out:?}"),
+        "data.max_train_samples=96".into(),
+        "data.max_eval_samples=24".into(),
+        "data.max_seq_length=24".into(),
+        // 8 a rank x 2 ranks = 16 in one process: 6 batches an epoch, the last of them 0.
+        format!("per_device_train_batch_size={}", 16 / ranks),
+        "max_steps=10".into(),
+        "warmup_steps=2".into(),
+        "eval_strategy=\"steps\"".into(),
+        "eval_steps=5".into(),
+        "logging_steps=1".into(),
+        "progress=false".into(),
+        "seed=11".into(),
+    ] {
+        c.args(["--set", &kv]);
+    }
+    c.args(extra);
+    // Open MPI in a container: no ptrace-based single-copy between ranks.
+    c.env("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
+    if let Some(n) = interrupt_after {
+        c.env("HONE_INTERRUPT_AFTER_STEPS", n.to_string());
+    }
+    let output = c.output().unwrap();
+    assert!(
+        output.status.success(),
+        "hone ({ranks} ranks) failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// A fresh directory for one test.
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hone-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn weights(dir: &Path) -> BTreeMap<String, Vec<f32>> {
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let v: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            (name, v)
+        })
+        .collect()
+}
+
+fn logged(dir: &Path, key: &str) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get(key).is_some())
+        .map(|v| (v["step"].as_u64().unwrap(), v[key].as_f64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn two_ranks_with_half_batches_train_as_one_process_with_the_whole_batch() {
+    let tmp = tempdir("data-parallel");
+    let model = minilm_without_dropout(&tmp);
+    let (one, two) = (tmp.join("one"), tmp.join("two"));
+    finetune(1, &model, &one, &[]);
+    finetune(2, &model, &two, &[]);
+
+    let (a, b) = (weights(&one), weights(&two));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    let mut worst = (0f32, String::new());
+    for (name, x) in &a {
+        let d = max_abs_diff(x, &b[name]);
+        if d > worst.0 {
+            worst = (d, name.clone());
+        }
+    }
+    assert!(
+        worst.0 <= 1e-6,
+        "weights differ by {} in `{}`",
+        worst.0,
+        worst.1
+    );
+    // The classifier moved: the comparison is not of two untouched models.
+    let base = weights(&minilm_dir());
+    assert!(
+        a.keys().any(|k| !base.contains_key(k)),
+        "a new head was trained"
+    );
+
+    // Rank 0 alone logs: every step once, with the whole batch's loss and gradient norm.
+    for key in ["loss", "grad_norm", "eval_loss", "eval_accuracy"] {
+        let (l1, l2) = (logged(&one, key), logged(&two, key));
+        assert_eq!(
+            l1.iter().map(|p| p.0).collect::<Vec<_>>(),
+            l2.iter().map(|p| p.0).collect::<Vec<_>>(),
+            "{key} logged at other steps"
+        );
+        for ((s, x), (_, y)) in l1.iter().zip(&l2) {
+            assert!(
+                (x - y).abs() <= 1e-5 * x.abs().max(1.0),
+                "{key} at step {s}: {x} vs {y}"
+            );
+        }
+    }
+    assert_eq!(logged(&two, "loss").len(), 10);
+}
+
+#[test]
+fn two_ranks_resume_exactly() {
+    let tmp = tempdir("data-parallel-resume");
+    let model = minilm_dir();
+    let (whole, parts) = (tmp.join("whole"), tmp.join("parts"));
+    finetune(2, &model, &whole, &[]);
+    // Stopped after update 5 (its checkpoint written), then resumed to 10.
+    finetune_with(2, &model, &parts, &[], Some(5));
+    assert!(parts.join("checkpoint-5").is_dir());
+    assert!(!parts.join("model.safetensors").exists());
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(parts.join("checkpoint-5/trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        state["rank_rngs"].as_array().map(Vec::len),
+        Some(2),
+        "each rank's dropout stream"
+    );
+    finetune(2, &model, &parts, &["--resume"]);
+    assert_eq!(
+        std::fs::read(whole.join("model.safetensors")).unwrap(),
+        std::fs::read(parts.join("model.safetensors")).unwrap(),
+        "resumed 2-rank weights differ from the uninterrupted run's"
+    );
+    assert_eq!(
+        logged(&whole, "loss"),
+        logged(&parts, "loss"),
+        "the resumed run's log differs"
+    );
+}
