@@ -117,6 +117,8 @@ pub fn train_and_report<R: Serialize, D: TrainingData>(
         "output_dir": training.output_dir.display().to_string(),
         "global_step": out.global_step,
         "train_seconds": out.train_seconds,
+        "ranks": comm.world_size(),
+        "allreduce_seconds": out.allreduce_seconds,
         "best_metric": out.best_metric,
         "stopped_early": out.stopped_early,
         "last_eval": out.last_eval,

@@ -272,7 +272,12 @@ pub fn all_reduce_grads(
                 None => Tensor::zeros(v.elem_count(), dtype, v.device()),
             })
             .collect::<candle_core::Result<_>>()?;
-        let flat = Tensor::cat(&flat, 0)?.contiguous()?;
+        // A buffer of our own: the reduction writes into it (cat of one tensor would hand
+        // back backward's own gradient, perhaps shared).
+        let flat = match flat.len() {
+            1 => flat[0].copy()?,
+            _ => Tensor::cat(&flat, 0)?,
+        };
         comm.all_reduce_sum(&flat)
             .with_context(|| format!("all-reduce of the gradients from `{}`", bucket[0].0))?;
         let mut offset = 0;

@@ -112,4 +112,6 @@ pub struct TrainOutput {
     pub stopped_early: bool,
     pub interrupted: bool,
     pub train_seconds: f64,
+    /// Of which in the gradients' and loss's all-reduce across ranks (0 in one process).
+    pub allreduce_seconds: f64,
 }

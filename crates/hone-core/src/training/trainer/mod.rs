@@ -97,6 +97,8 @@ pub struct Run {
     examples_seen: usize,
     steps_this_run: usize,
     started: Instant,
+    /// Time spent in the all-reduce of gradients and loss.
+    allreduce_seconds: f64,
     /// The model's matrix products in the run's precision until the run is dropped.
     _autocast: AutocastScope,
 }
@@ -293,6 +295,7 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
             examples_seen: 0,
             steps_this_run: 0,
             started: Instant::now(),
+            allreduce_seconds: 0.0,
             _autocast: self.model.mode.autocast_scope(precision.autocast_dtype()),
         };
         self.model.mode.set_training(true);
@@ -350,10 +353,12 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
         // (and clips) with the whole batch's gradients and loss.
         let named: Vec<(&str, &candle_core::Var)> =
             params.iter().map(|p| (p.name.as_str(), &p.var)).collect();
+        let reduce_started = Instant::now();
         distributed::all_reduce_grads(&*self.comm, &named, &mut grads, distributed::BUCKET_BYTES)?;
         let mut loss = [std::mem::take(&mut run.loss_this_update)];
         distributed::all_reduce_f64(&*self.comm, &mut loss)?;
         run.state.loss_since_log += loss[0];
+        run.allreduce_seconds += reduce_started.elapsed().as_secs_f64();
         let update = run.state.global_step + 1;
         if let Some(fault) = self.fault.filter(|f| f.hits(FaultSite::Gradient, update)) {
             let first = params.first().context("no trained parameter")?;
@@ -516,6 +521,7 @@ impl<'a, D: TrainingData> Trainer<'a, D> {
             stopped_early,
             interrupted,
             train_seconds,
+            allreduce_seconds: run.allreduce_seconds,
         };
         for cb in &mut self.callbacks {
             cb.on_train_end(&run.state, &output)?;
