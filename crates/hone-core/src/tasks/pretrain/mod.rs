@@ -11,6 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::PeftArgs;
+use crate::distributed::{self, Communicator};
 use crate::model::{CausalLm, Head, MaskedLm, Model, ModelConfig, ModelDir, NetKind};
 use crate::tokenization::{pad_ids, TextTokenizer};
 use crate::training::{Metrics, TrainingArguments, TrainingData};
@@ -384,6 +385,38 @@ impl TrainingData for CausalLmData {
     }
 
     fn evaluate(&self, net: &Self::Net, max_batches: Option<usize>) -> Result<Metrics> {
+        let (sum, n) = self.validation_loss_sum(net, max_batches, (0, 1))?;
+        Ok(lm_metrics(sum, n))
+    }
+
+    /// Each rank scores every `world_size`-th batch of blocks; the loss sums are reduced.
+    fn evaluate_sharded(
+        &self,
+        net: &Self::Net,
+        max_batches: Option<usize>,
+        comm: &dyn Communicator,
+    ) -> Result<Metrics> {
+        let (sum, n) =
+            self.validation_loss_sum(net, max_batches, (comm.rank(), comm.world_size()))?;
+        let mut sums = [sum, n as f64];
+        distributed::all_reduce_f64(comm, &mut sums)?;
+        Ok(lm_metrics(sums[0], sums[1] as usize))
+    }
+
+    fn save_extras(&self, dir: &Path) -> Result<()> {
+        self.tokenizer.save(&dir.join("tokenizer.json"))
+    }
+}
+
+impl CausalLmData {
+    /// The summed loss of the validation blocks in `shard` = (rank, ranks)'s batches, and
+    /// how many blocks that is.
+    fn validation_loss_sum(
+        &self,
+        net: &dyn CausalLm,
+        max_batches: Option<usize>,
+        shard: (usize, usize),
+    ) -> Result<(f64, usize)> {
         let blocks = self.valid_stream.len().saturating_sub(1) / self.block_size;
         if blocks == 0 {
             bail!(
@@ -397,15 +430,15 @@ impl TrainingData for CausalLmData {
             if max_batches.is_some_and(|m| bi >= m) {
                 break;
             }
+            // Data parallel: this rank's batches only (the sums are reduced after).
+            if bi % shard.1 != shard.0 {
+                continue;
+            }
             let loss: f32 = self.loss(net, &self.valid_stream, chunk)?.to_scalar()?;
             sum += loss as f64 * chunk.len() as f64;
             n += chunk.len();
         }
-        Ok(lm_metrics(sum, n))
-    }
-
-    fn save_extras(&self, dir: &Path) -> Result<()> {
-        self.tokenizer.save(&dir.join("tokenizer.json"))
+        Ok((sum, n))
     }
 }
 
