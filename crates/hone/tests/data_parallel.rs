@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::*;
 
@@ -33,24 +33,62 @@ fn minilm_without_dropout(dir: &Path) -> PathBuf {
     out
 }
 
-/// `hone [launch --nproc N --] finetune` on 96 SST-2 sentences, 10 updates.
-fn finetune(ranks: usize, model: &Path, out: &Path, extra: &[&str]) -> Output {
-    finetune_with(ranks, model, out, extra, None)
+/// How the ranks are started.
+#[derive(Clone, Copy)]
+enum Start {
+    /// `hone finetune`: one process.
+    Plain,
+    /// `hone launch --nproc N -- finetune` (mpirun underneath).
+    Launch(usize),
+    /// `mpirun -n 1 hone finetune`: one rank of MPI.
+    MpirunOne,
 }
 
-fn finetune_with(
-    ranks: usize,
-    model: &Path,
-    out: &Path,
-    extra: &[&str],
-    interrupt_after: Option<usize>,
-) -> Output {
-    let data = shared_dir().join("data/sst2");
-    let mut c = Command::new(env!("CARGO_BIN_EXE_hone"));
-    c.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-    if ranks > 1 {
-        c.args(["launch", "--nproc", &ranks.to_string(), "--"]);
+impl Start {
+    fn ranks(self) -> usize {
+        match self {
+            Start::Launch(n) => n,
+            _ => 1,
+        }
     }
+
+    fn command(self) -> Command {
+        let hone = env!("CARGO_BIN_EXE_hone");
+        let mut c = match self {
+            Start::MpirunOne => {
+                let mut c = Command::new("mpirun");
+                if is_root() {
+                    c.arg("--allow-run-as-root");
+                }
+                // Unbound, so it has the cores the plain run has (mpirun binds a rank to one
+                // core by default, and fewer threads sum in another order).
+                c.args(["--bind-to", "none", "-n", "1", hone]);
+                c
+            }
+            _ => Command::new(hone),
+        };
+        if let Start::Launch(n) = self {
+            c.args(["launch", "--nproc", &n.to_string(), "--"]);
+        }
+        c.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+        // Open MPI in a container: no ptrace-based single-copy between ranks.
+        c.env("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
+        c
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// `hone finetune` on 96 SST-2 sentences, 10 updates of 16 (8 a rank on 2 ranks), started
+/// as `start` says.
+fn finetune(start: Start, model: &Path, out: &Path, interrupt_after: Option<usize>) {
+    let data = shared_dir().join("data/sst2");
+    let mut c = start.command();
     c.args([
         "finetune",
         "--config",
@@ -67,8 +105,7 @@ fn finetune_with(
         "data.max_train_samples=96".into(),
         "data.max_eval_samples=24".into(),
         "data.max_seq_length=24".into(),
-        // 8 a rank x 2 ranks = 16 in one process: 6 batches an epoch, the last of them 0.
-        format!("per_device_train_batch_size={}", 16 / ranks),
+        format!("per_device_train_batch_size={}", 16 / start.ranks()),
         "max_steps=10".into(),
         "warmup_steps=2".into(),
         "eval_strategy=\"steps\"".into(),
@@ -79,19 +116,20 @@ fn finetune_with(
     ] {
         c.args(["--set", &kv]);
     }
-    c.args(extra);
-    // Open MPI in a container: no ptrace-based single-copy between ranks.
-    c.env("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
+    // A directory with a checkpoint in it is resumed.
+    if out.join("checkpoint-5").is_dir() {
+        c.arg("--resume");
+    }
     if let Some(n) = interrupt_after {
         c.env("HONE_INTERRUPT_AFTER_STEPS", n.to_string());
     }
     let output = c.output().unwrap();
     assert!(
         output.status.success(),
-        "hone ({ranks} ranks) failed:\n{}",
+        "hone ({} ranks) failed:\n{}",
+        start.ranks(),
         String::from_utf8_lossy(&output.stderr)
     );
-    output
 }
 
 /// A fresh directory for one test.
@@ -133,8 +171,8 @@ fn two_ranks_with_half_batches_train_as_one_process_with_the_whole_batch() {
     let tmp = tempdir("data-parallel");
     let model = minilm_without_dropout(&tmp);
     let (one, two) = (tmp.join("one"), tmp.join("two"));
-    finetune(1, &model, &one, &[]);
-    finetune(2, &model, &two, &[]);
+    finetune(Start::Plain, &model, &one, None);
+    finetune(Start::Launch(2), &model, &two, None);
 
     let (a, b) = (weights(&one), weights(&two));
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
@@ -181,9 +219,9 @@ fn two_ranks_resume_exactly() {
     let tmp = tempdir("data-parallel-resume");
     let model = minilm_dir();
     let (whole, parts) = (tmp.join("whole"), tmp.join("parts"));
-    finetune(2, &model, &whole, &[]);
+    finetune(Start::Launch(2), &model, &whole, None);
     // Stopped after update 5 (its checkpoint written), then resumed to 10.
-    finetune_with(2, &model, &parts, &[], Some(5));
+    finetune(Start::Launch(2), &model, &parts, Some(5));
     assert!(parts.join("checkpoint-5").is_dir());
     assert!(!parts.join("model.safetensors").exists());
     let state: serde_json::Value = serde_json::from_str(
@@ -195,7 +233,7 @@ fn two_ranks_resume_exactly() {
         Some(2),
         "each rank's dropout stream"
     );
-    finetune(2, &model, &parts, &["--resume"]);
+    finetune(Start::Launch(2), &model, &parts, None);
     assert_eq!(
         std::fs::read(whole.join("model.safetensors")).unwrap(),
         std::fs::read(parts.join("model.safetensors")).unwrap(),
@@ -217,7 +255,13 @@ fn pretrain(ranks: usize, out: &Path) {
     if ranks > 1 {
         c.args(["launch", "--nproc", &ranks.to_string(), "--"]);
     }
-    c.args(["pretrain", "--config", "examples/shakespeare-char-cpu.toml", "--log", "warn"]);
+    c.args([
+        "pretrain",
+        "--config",
+        "examples/shakespeare-char-cpu.toml",
+        "--log",
+        "warn",
+    ]);
     for kv in [
         format!("data.train_files=[{data:?}]"),
         format!("output_dir={out:?}"),
@@ -233,7 +277,6 @@ fn pretrain(ranks: usize, out: &Path) {
     ] {
         c.args(["--set", &kv]);
     }
-    c.env("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
     let output = c.output().unwrap();
     assert!(
         output.status.success(),
@@ -260,7 +303,29 @@ fn causal_lm_pretraining_on_two_ranks_matches_one_process() {
         assert_eq!(l1.len(), if key == "eval_loss" { 2 } else { 10 }, "{key}");
         assert_eq!(l1.len(), l2.len(), "{key}");
         for ((s, x), (_, y)) in l1.iter().zip(&l2) {
-            assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "{key} at step {s}: {x} vs {y}");
+            assert!(
+                (x - y).abs() <= 1e-5 * x.abs().max(1.0),
+                "{key} at step {s}: {x} vs {y}"
+            );
         }
     }
+}
+
+/// A one-rank MPI run (under `mpirun -n 1` itself) goes through every collective and ends
+/// with the plain run's weights, bit for bit: the analogue of a one-rank NCCL run against the
+/// plain CUDA path.
+#[test]
+fn one_mpi_rank_trains_exactly_as_the_plain_path() {
+    let tmp = tempdir("data-parallel-one-rank");
+    let model = minilm_without_dropout(&tmp);
+    let (plain, mpi) = (tmp.join("plain"), tmp.join("mpi"));
+    finetune(Start::Plain, &model, &plain, None);
+    finetune(Start::MpirunOne, &model, &mpi, None);
+    assert!(
+        std::fs::read(plain.join("model.safetensors")).unwrap()
+            == std::fs::read(mpi.join("model.safetensors")).unwrap(),
+        "one MPI rank's weights differ from the plain run's"
+    );
+    assert_eq!(logged(&plain, "loss"), logged(&mpi, "loss"));
+    assert_eq!(logged(&plain, "eval_loss"), logged(&mpi, "eval_loss"));
 }

@@ -39,8 +39,8 @@ pub trait Communicator: Send + Sync {
     fn broadcast(&self, t: &Tensor, root: usize) -> Result<()>;
     /// Wait until every rank has called it.
     fn barrier(&self) -> Result<()>;
-    /// The engine, for logs (`single`, `mpi`, `nccl`).
-    fn engine(&self) -> &'static str;
+    /// The engine underneath.
+    fn engine(&self) -> Engine;
     /// Where the tensors it reduces live (the CPU for MPI, this rank's GPU for NCCL).
     fn device(&self) -> Device {
         Device::Cpu
@@ -50,6 +50,32 @@ pub trait Communicator: Send + Sync {
     fn is_main(&self) -> bool {
         self.rank() == 0
     }
+}
+
+/// What carries a communicator's collectives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// One process, no engine: every collective is the identity.
+    Single,
+    Mpi,
+    Nccl,
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Engine::Single => "one process",
+            Engine::Mpi => "MPI",
+            Engine::Nccl => "NCCL",
+        })
+    }
+}
+
+/// Whether collectives on `comm` can be skipped: one process with no engine. (A single
+/// rank of an engine still runs them, so that a one-rank NCCL or MPI run exercises the
+/// engine.)
+pub fn alone(comm: &dyn Communicator) -> bool {
+    comm.engine() == Engine::Single
 }
 
 /// One process alone: every collective is the identity.
@@ -72,8 +98,8 @@ impl Communicator for SingleProcess {
     fn barrier(&self) -> Result<()> {
         Ok(())
     }
-    fn engine(&self) -> &'static str {
-        "single"
+    fn engine(&self) -> Engine {
+        Engine::Single
     }
 }
 
@@ -247,7 +273,7 @@ pub fn all_reduce_grads(
     grads: &mut GradStore,
     bucket_bytes: usize,
 ) -> Result<()> {
-    if comm.world_size() == 1 {
+    if alone(comm) {
         return Ok(());
     }
     let mut start = 0;
@@ -297,7 +323,7 @@ pub fn all_reduce_grads(
 /// Give every rank rank 0's values of `params` (a fresh head's random initialisation, say),
 /// so all ranks start equal.
 pub fn broadcast_params(comm: &dyn Communicator, params: &[(String, Var)]) -> Result<()> {
-    if comm.world_size() == 1 {
+    if alone(comm) {
         return Ok(());
     }
     for (name, v) in params {
@@ -313,7 +339,7 @@ pub fn broadcast_params(comm: &dyn Communicator, params: &[(String, Var)]) -> Re
 
 /// Sum a few numbers across ranks (evaluation counts, a logged loss), in f64.
 pub fn all_reduce_f64(comm: &dyn Communicator, values: &mut [f64]) -> Result<()> {
-    if comm.world_size() == 1 || values.is_empty() {
+    if alone(comm) || values.is_empty() {
         return Ok(());
     }
     let t = Tensor::from_slice(values, values.len(), &comm.device())?;
@@ -324,7 +350,7 @@ pub fn all_reduce_f64(comm: &dyn Communicator, values: &mut [f64]) -> Result<()>
 
 /// Rank `root`'s bytes on every rank (their lengths travel first).
 pub fn broadcast_bytes(comm: &dyn Communicator, bytes: &[u8], root: usize) -> Result<Vec<u8>> {
-    if comm.world_size() == 1 {
+    if alone(comm) {
         return Ok(bytes.to_vec());
     }
     let device = comm.device();
@@ -496,8 +522,8 @@ mod tests {
         fn barrier(&self) -> Result<()> {
             Ok(())
         }
-        fn engine(&self) -> &'static str {
-            "test"
+        fn engine(&self) -> Engine {
+            Engine::Mpi
         }
     }
 

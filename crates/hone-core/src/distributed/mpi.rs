@@ -14,7 +14,7 @@ use mpi::traits::Communicator as _;
 use mpi::Threading;
 
 use super::host::{with_host_mut, HostBuf};
-use super::{check_dtype, Communicator};
+use super::{check_dtype, Communicator, Engine};
 
 /// MPI's world communicator. MPI is finalised when this is dropped, so the program keeps it
 /// until its ranks are done.
@@ -108,8 +108,8 @@ impl Communicator for MpiCommunicator {
         Ok(())
     }
 
-    fn engine(&self) -> &'static str {
-        "mpi"
+    fn engine(&self) -> Engine {
+        Engine::Mpi
     }
 }
 

@@ -10,7 +10,7 @@ use candle_core::{CudaStorage, DType, Device, InplaceOp1, Layout, Tensor};
 use cudarc::driver::CudaSlice;
 use cudarc::nccl::safe::{Comm, Id, NcclType, ReduceOp};
 
-use super::{check_dtype, rendezvous, Communicator};
+use super::{check_dtype, rendezvous, Communicator, Engine};
 
 /// An NCCL communicator on this rank's GPU.
 pub struct NcclCommunicator {
@@ -191,8 +191,8 @@ impl Communicator for NcclCommunicator {
         Ok(())
     }
 
-    fn engine(&self) -> &'static str {
-        "nccl"
+    fn engine(&self) -> Engine {
+        Engine::Nccl
     }
 
     fn device(&self) -> Device {

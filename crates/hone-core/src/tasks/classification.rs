@@ -557,7 +557,7 @@ impl TrainingData for ClassificationData {
         max_batches: Option<usize>,
         comm: &dyn Communicator,
     ) -> Result<Metrics> {
-        if comm.world_size() == 1 {
+        if distributed::alone(comm) {
             return self.evaluate(net, max_batches);
         }
         let rows = self.scored_rows(max_batches);
