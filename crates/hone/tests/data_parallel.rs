@@ -248,7 +248,7 @@ fn two_ranks_resume_exactly() {
 
 /// `hone [launch --nproc N --] pretrain` of the character-level GPT (no dropout) on 100k
 /// characters of Tiny Shakespeare: 10 updates of 12 blocks, evaluated at 5 and 10.
-fn pretrain(ranks: usize, out: &Path) {
+fn pretrain(ranks: usize, out: &Path, extra: &[&str]) {
     let data = shared_dir().join("data/tinyshakespeare/input.txt");
     let mut c = Command::new(env!("CARGO_BIN_EXE_hone"));
     c.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
@@ -277,6 +277,7 @@ fn pretrain(ranks: usize, out: &Path) {
     ] {
         c.args(["--set", &kv]);
     }
+    c.args(extra);
     let output = c.output().unwrap();
     assert!(
         output.status.success(),
@@ -289,8 +290,8 @@ fn pretrain(ranks: usize, out: &Path) {
 fn causal_lm_pretraining_on_two_ranks_matches_one_process() {
     let tmp = tempdir("data-parallel-clm");
     let (one, two) = (tmp.join("one"), tmp.join("two"));
-    pretrain(1, &one);
-    pretrain(2, &two);
+    pretrain(1, &one, &[]);
+    pretrain(2, &two, &[]);
     let (a, b) = (weights(&one), weights(&two));
     for (name, x) in &a {
         let d = max_abs_diff(x, &b[name]);
@@ -328,4 +329,42 @@ fn one_mpi_rank_trains_exactly_as_the_plain_path() {
     );
     assert_eq!(logged(&plain, "loss"), logged(&mpi, "loss"));
     assert_eq!(logged(&plain, "eval_loss"), logged(&mpi, "eval_loss"));
+}
+
+/// Accumulation and mixed precision behave as in one process: 2 micro-batches an update
+/// (fp32: the same weights to 1e-6), and bf16 autocast (the same losses to bf16's precision).
+#[test]
+fn accumulation_and_bf16_on_two_ranks_match_one_process() {
+    let tmp = tempdir("data-parallel-accum");
+    let accum = ["--set", "gradient_accumulation_steps=2"];
+    let (one, two) = (tmp.join("one"), tmp.join("two"));
+    pretrain(1, &one, &accum);
+    pretrain(2, &two, &accum);
+    let (a, b) = (weights(&one), weights(&two));
+    for (name, x) in &a {
+        let d = max_abs_diff(x, &b[name]);
+        assert!(d <= 1e-6, "accumulation: `{name}` differs by {d}");
+    }
+    let (l1, l2) = (logged(&one, "grad_norm"), logged(&two, "grad_norm"));
+    assert_eq!(l1.len(), 10);
+    for ((s, x), (_, y)) in l1.iter().zip(&l2) {
+        assert!(
+            (x - y).abs() <= 1e-5 * x.max(1.0),
+            "accumulation: grad_norm at {s}: {x} vs {y}"
+        );
+    }
+
+    let bf16 = ["--precision", "bf16"];
+    let (one, two) = (tmp.join("one-bf16"), tmp.join("two-bf16"));
+    pretrain(1, &one, &bf16);
+    pretrain(2, &two, &bf16);
+    let (l1, l2) = (logged(&one, "loss"), logged(&two, "loss"));
+    assert_eq!(l1.len(), 10);
+    for ((s, x), (_, y)) in l1.iter().zip(&l2) {
+        // bf16 keeps 8 bits of mantissa: products over half batches round differently.
+        assert!(
+            (x - y).abs() <= 1e-2 * x,
+            "bf16: loss at step {s}: {x} vs {y}"
+        );
+    }
 }
