@@ -24,6 +24,7 @@ pub mod onnx;
 pub mod ops;
 pub mod recipe;
 pub mod runtime;
+pub mod sweep;
 pub mod tasks;
 pub mod tokenization;
 pub mod training;

@@ -49,7 +49,7 @@ pub fn parse_recipe<R: DeserializeOwned + Serialize + Default>(
 }
 
 /// A TOML error as one line: `file:line: key: message`.
-fn located(path: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
+pub(crate) fn located(path: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
     let Some(span) = e.span() else {
         return anyhow!("{}: {}", path.display(), e.message());
     };

@@ -18,6 +18,7 @@ mod quantize;
 mod run_recipe;
 mod score;
 mod serve;
+mod sweep;
 mod tokenizer;
 mod translate;
 
@@ -75,6 +76,8 @@ enum Command {
     /// Start a data-parallel run on this machine: `hone launch --nproc 2 -- finetune --config ...`
     /// (CPU ranks through mpirun; GPU ranks with torchrun's variables and NCCL).
     Launch(launch::LaunchArgs),
+    /// Search hyper-parameters over a recipe: grid, random, or ASHA (`--config sweep.toml`).
+    Sweep(sweep::SweepArgs),
 }
 
 fn main() {
@@ -134,6 +137,7 @@ fn run() -> anyhow::Result<()> {
         Command::Serve(a) => serve::run(a),
         Command::Tokenizer(c) => tokenizer::run(c),
         Command::Launch(a) => launch::run(a),
+        Command::Sweep(a) => sweep::run(a),
     }
 }
 

@@ -20,6 +20,7 @@ use crate::model::adapter::{LoraBias, LoraConfig, PeftType, TargetModules};
 use crate::model::{Architecture, Head, Model, ModelDir, NetKind};
 use crate::recipe::{load_recipe, parse_recipe};
 use crate::tokenization::TextTokenizer;
+use crate::training::TrainingArguments;
 use classification::ClassificationRecipe;
 use ner::NerRecipe;
 use translation::TranslationRecipe;
@@ -184,5 +185,14 @@ impl FinetuneRecipe {
             }
             FinetuneTask::Translation => FinetuneRecipe::Translation(load_recipe(path, overrides)?),
         })
+    }
+
+    /// The recipe's training arguments, whatever its task.
+    pub fn training(&self) -> &TrainingArguments {
+        match self {
+            FinetuneRecipe::TextClassification(r) => &r.training,
+            FinetuneRecipe::TokenClassification(r) => &r.training,
+            FinetuneRecipe::Translation(r) => &r.training,
+        }
     }
 }
