@@ -12,8 +12,10 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 
+// In-place access to host tensors: MPI's (and the tests') collectives.
+#[cfg(feature = "mpi")]
 pub(crate) mod host;
 #[cfg(feature = "mpi")]
 mod mpi;
@@ -372,7 +374,9 @@ pub fn shard<T>(batch: &[T], rank: usize, world_size: usize) -> &[T] {
 }
 
 /// Tensor elements the collectives accept (the MPI and NCCL implementations check it).
+#[cfg(any(feature = "mpi", feature = "nccl"))]
 pub(crate) fn check_dtype(t: &Tensor) -> Result<()> {
+    use candle_core::DType;
     match t.dtype() {
         DType::F32 | DType::F64 | DType::U8 | DType::BF16 | DType::F16 => Ok(()),
         other => bail!("collectives take f32, f64, bf16, f16 or u8 tensors, not {other:?}"),
@@ -527,13 +531,11 @@ mod tests {
         }
     }
 
-    fn scale_in_place(t: &Tensor, k: f32) -> Result<()> {
-        crate::distributed::host::with_host_mut(t, |buf| {
-            if let crate::distributed::host::HostBuf::F32(v) = buf {
-                v.iter_mut().for_each(|x| *x *= k);
-            }
-            Ok(())
-        })
+    /// `t *= k` in place (a collective writes into the tensor it is given).
+    fn scale_in_place(t: &Tensor, k: f64) -> Result<()> {
+        let scaled = (t * k)?;
+        t.slice_set(&scaled, 0, 0)?;
+        Ok(())
     }
 
     trait CloneShallow {

@@ -49,6 +49,9 @@ pub trait Architecture: std::fmt::Debug + Send + Sync {
     fn model_type(&self) -> ModelType;
     fn hidden_size(&self) -> usize;
     fn num_layers(&self) -> usize;
+    /// Keep `n` layers (a student made of some of a teacher's layers). Architectures whose
+    /// layers cannot be counted one way say so.
+    fn set_num_layers(&mut self, n: usize) -> Result<()>;
     fn num_attention_heads(&self) -> usize;
     fn vocab_size(&self) -> usize;
     /// The longest sequence the position embeddings cover.

@@ -92,6 +92,10 @@ impl Architecture for BertConfig {
     fn num_layers(&self) -> usize {
         self.num_hidden_layers
     }
+    fn set_num_layers(&mut self, n: usize) -> AnyResult<()> {
+        self.num_hidden_layers = n;
+        Ok(())
+    }
     fn num_attention_heads(&self) -> usize {
         self.num_attention_heads
     }

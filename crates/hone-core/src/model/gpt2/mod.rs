@@ -84,6 +84,10 @@ impl Architecture for Gpt2Config {
     fn num_layers(&self) -> usize {
         self.n_layer
     }
+    fn set_num_layers(&mut self, n: usize) -> AnyResult<()> {
+        self.n_layer = n;
+        Ok(())
+    }
     fn num_attention_heads(&self) -> usize {
         self.n_head
     }
