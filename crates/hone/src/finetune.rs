@@ -1,8 +1,9 @@
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 
 use super::run_recipe::{train_and_report, RecipeRunArgs};
-use hone_core::tasks::classification::ClassificationData;
+use hone_core::tasks::classification::{ClassificationData, ClassificationRecipe};
+use hone_core::tasks::distill::{DistillArgs, Distillation, StudentInit};
 use hone_core::tasks::ner::NerData;
 use hone_core::tasks::translation::TranslationData;
 use hone_core::tasks::FinetuneRecipe;
@@ -22,6 +23,9 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     match FinetuneRecipe::load(&args.config, &args.overrides)? {
         FinetuneRecipe::TextClassification(mut recipe) => {
             let device = args.apply(&mut recipe.training)?;
+            if let Some(distill) = recipe.distill.clone() {
+                return distill_classifier(&recipe, &distill, &device, args.resume);
+            }
             // Read and check all data before touching the output directory.
             let (model, data) = ClassificationData::prepare(&recipe, &device)?;
             train_and_report(&recipe, &recipe.training, &model, &data, args.resume)
@@ -37,4 +41,40 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             train_and_report(&recipe, &recipe.training, &model, &data, args.resume)
         }
     }
+}
+
+/// `hone distill`: `hone finetune` on a recipe with a `[distill]` section (required here).
+pub fn run_distill(args: FinetuneArgs) -> Result<()> {
+    let recipe = FinetuneRecipe::load(&args.run.config, &args.run.overrides)?;
+    match &recipe {
+        FinetuneRecipe::TextClassification(r) if r.distill.is_some() => run(args),
+        FinetuneRecipe::TextClassification(_) => bail!(
+            "{}: hone distill needs a [distill] section (teacher, alpha, temperature, student_layers)",
+            args.run.config.display()
+        ),
+        _ => bail!(
+            "{}: distillation is built for text classification recipes so far",
+            args.run.config.display()
+        ),
+    }
+}
+
+/// Train the recipe's model (or a student made of the teacher's layers) against the
+/// teacher's soft predictions and the gold labels.
+fn distill_classifier(
+    recipe: &ClassificationRecipe,
+    distill: &DistillArgs,
+    device: &candle_core::Device,
+    resume: bool,
+) -> Result<()> {
+    let init = StudentInit::make(distill)?;
+    let mut student = recipe.clone();
+    if let Some(init) = &init {
+        student.model.model_name_or_path = init.dir.clone();
+    }
+    let (model, data) = ClassificationData::prepare(&student, device)?;
+    drop(init);
+    let data = Distillation::new(data, distill, device)?;
+    // The recipe as written (student_layers, not the temporary directory) is what is saved.
+    train_and_report(recipe, &recipe.training, &model, &data, resume)
 }

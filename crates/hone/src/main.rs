@@ -76,6 +76,8 @@ enum Command {
     /// Start a data-parallel run on this machine: `hone launch --nproc 2 -- finetune --config ...`
     /// (CPU ranks through mpirun; GPU ranks with torchrun's variables and NCCL).
     Launch(launch::LaunchArgs),
+    /// Distil a fine-tuned teacher into a student (a recipe with a [distill] section).
+    Distill(finetune::FinetuneArgs),
     /// Search hyper-parameters over a recipe: grid, random, or ASHA (`--config sweep.toml`).
     Sweep(sweep::SweepArgs),
 }
@@ -138,6 +140,7 @@ fn run() -> anyhow::Result<()> {
         Command::Tokenizer(c) => tokenizer::run(c),
         Command::Launch(a) => launch::run(a),
         Command::Sweep(a) => sweep::run(a),
+        Command::Distill(a) => finetune::run_distill(a),
     }
 }
 

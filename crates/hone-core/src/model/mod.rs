@@ -14,6 +14,7 @@ pub mod loading;
 pub mod marian;
 pub mod params;
 pub mod quantization;
+pub mod surgery;
 
 pub use bert::{
     BertConfig, BertForPreTraining, BertForSequenceClassification, BertForTokenClassification,

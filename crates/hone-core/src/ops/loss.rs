@@ -89,3 +89,26 @@ pub fn binary_cross_entropy_with_logits(logits: &Tensor, targets: &Tensor) -> Re
     let softplus = x.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?;
     (x.relu()? - x.mul(&y)?)?.add(&softplus)?.mean_all()
 }
+
+/// Knowledge distillation's soft-target loss (Hinton et al.): KL(softmax(teacher / T) ||
+/// softmax(student / T)) summed over classes, averaged over the `N` rows, times T^2 (so its
+/// gradients keep their size as T changes). `student`, `teacher`: `[N, C]` logits; the
+/// teacher's are constants.
+pub fn distillation_loss(student: &Tensor, teacher: &Tensor, temperature: f64) -> Result<Tensor> {
+    let (n, _) = student.dims2()?;
+    if teacher.dims() != student.dims() {
+        bail!(
+            "distillation: teacher logits {:?} and student logits {:?} differ in shape",
+            teacher.dims(),
+            student.dims()
+        )
+    }
+    if temperature <= 0.0 {
+        bail!("distillation: temperature must be positive, got {temperature}")
+    }
+    let log_ps = super::log_softmax_last_dim(&(student.to_dtype(DType::F32)? / temperature)?)?;
+    let log_pt =
+        super::log_softmax_last_dim(&(teacher.to_dtype(DType::F32)?.detach() / temperature)?)?;
+    let kl = (log_pt.exp()? * (log_pt - log_ps)?)?.sum_all()?;
+    kl * (temperature * temperature / n.max(1) as f64)
+}

@@ -19,7 +19,10 @@ mod loss;
 pub use attention::{attention, KeepMask, KvCache, Qkv};
 pub use cpu::int8::Int8Matrix;
 pub use cpu::packed::{Epilogue, PackedMatrix};
-pub use loss::{binary_cross_entropy_with_logits, cross_entropy, mse_loss, CrossEntropyOptions};
+pub use loss::{
+    binary_cross_entropy_with_logits, cross_entropy, distillation_loss, mse_loss,
+    CrossEntropyOptions,
+};
 
 use candle_core::{DType, Result, Tensor, D};
 

@@ -11,6 +11,7 @@ use hone_data::{read_table, train_validation_split, CleanOptions, Example, Label
 use hone_metrics::{ClassificationReport, ZeroDivision};
 use serde::{Deserialize, Serialize};
 
+use super::distill::{DistillArgs, LogitsData};
 use super::{FinetuneTask, ModelArgs, PeftArgs};
 use crate::distributed::{self, Communicator};
 use crate::model::{Head, Model, ProblemType, SequenceClassifier};
@@ -125,6 +126,8 @@ pub struct ClassificationRecipe {
     pub training: TrainingArguments,
     /// Train a LoRA adapter instead of the whole model.
     pub peft: Option<PeftArgs>,
+    /// Distil a fine-tuned teacher into this model (`hone distill`).
+    pub distill: Option<DistillArgs>,
 }
 
 /// One tokenized example and its target.
@@ -598,5 +601,38 @@ impl TrainingData for ClassificationData {
 
     fn save_extras(&self, dir: &Path) -> Result<()> {
         self.tokenizer.save(&dir.join("tokenizer.json"))
+    }
+}
+
+impl LogitsData for ClassificationData {
+    fn train_logits_and_loss(
+        &self,
+        net: &dyn SequenceClassifier,
+        indices: &[usize],
+    ) -> Result<(Tensor, Tensor)> {
+        let rows: Vec<&Encoded> = indices.iter().map(|&i| &self.train[i]).collect();
+        self.logits_and_loss(net, &rows)
+    }
+
+    fn train_fingerprint(&self) -> u32 {
+        let mut h = crc32fast::Hasher::new();
+        for e in &self.train {
+            for id in e.ids.iter().chain(&e.type_ids) {
+                h.update(&id.to_le_bytes());
+            }
+            for t in &e.target {
+                h.update(&t.to_le_bytes());
+            }
+            h.update(b"|");
+        }
+        h.finalize()
+    }
+
+    fn label_names(&self) -> &[String] {
+        &self.labels
+    }
+
+    fn scoring_batch_size(&self) -> usize {
+        self.eval_batch_size
     }
 }

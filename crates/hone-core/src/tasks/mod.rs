@@ -6,6 +6,7 @@
 //! [`TrainingData`]: crate::training::TrainingData
 
 pub mod classification;
+pub mod distill;
 pub mod ner;
 pub mod pretrain;
 pub mod translation;

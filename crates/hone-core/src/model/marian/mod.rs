@@ -153,7 +153,9 @@ impl Architecture for MarianConfig {
         self.encoder_layers
     }
     fn set_num_layers(&mut self, _n: usize) -> AnyResult<()> {
-        anyhow::bail!("an encoder-decoder has two stacks of layers: a layer subset is not defined for it yet")
+        anyhow::bail!(
+            "an encoder-decoder has two stacks of layers: a layer subset is not defined for it yet"
+        )
     }
     fn num_attention_heads(&self) -> usize {
         self.encoder_attention_heads
