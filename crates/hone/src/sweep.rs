@@ -63,10 +63,14 @@ pub fn run(args: SweepArgs) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = (cores / config.parallel_trials).max(1);
     tracing::info!(
-        "{} trials ({:?}), rungs {:?} updates, {} at once with {threads} threads each",
+        "{} trials ({:?}), rungs {:?} ({}), {} at once with {threads} threads each",
         trials.len(),
         config.method,
         asha.rungs,
+        match config.asha.as_ref().map(|a| a.resource) {
+            Some(Resource::Examples) => "training examples",
+            _ => "updates",
+        },
         config.parallel_trials
     );
     let log_path = config.output_dir.join("sweep.jsonl");

@@ -51,7 +51,8 @@ pub struct Asha {
 }
 
 impl Asha {
-    /// Rungs at `min`, `min * eta`, `min * eta^2`, ... below `max`, then `max`.
+    /// Rungs at `min`, `min * eta`, `min * eta^2`, ..., as many as fit a factor eta below
+    /// `max` (ASHA's floor(log_eta(max / min)) of them), then `max`.
     pub fn rungs(min: usize, max: usize, eta: usize) -> Result<Vec<usize>> {
         if min == 0 || min > max {
             bail!("asha: min_resource must be between 1 and max_resource ({max}), got {min}")
@@ -61,7 +62,7 @@ impl Asha {
         }
         let mut rungs = Vec::new();
         let mut r = min;
-        while r < max {
+        while r.saturating_mul(eta) <= max {
             rungs.push(r);
             r = r.saturating_mul(eta);
         }
@@ -160,7 +161,10 @@ mod tests {
 
     #[test]
     fn rungs_grow_by_eta_up_to_the_full_budget() {
-        assert_eq!(Asha::rungs(14, 125, 3).unwrap(), vec![14, 42, 125]);
+        assert_eq!(Asha::rungs(14, 126, 3).unwrap(), vec![14, 42, 126]);
+        // 444 x 9 = 3,996 is not a factor 3 below 4,000: the last rung is 4,000 itself.
+        assert_eq!(Asha::rungs(444, 4000, 3).unwrap(), vec![444, 1332, 4000]);
+        assert_eq!(Asha::rungs(14, 125, 3).unwrap(), vec![14, 125]);
         assert_eq!(Asha::rungs(1, 9, 3).unwrap(), vec![1, 3, 9]);
         assert_eq!(Asha::rungs(5, 5, 3).unwrap(), vec![5]);
         assert!(Asha::rungs(0, 5, 3).is_err());
