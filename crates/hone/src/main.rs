@@ -14,6 +14,7 @@ mod launch;
 mod merge;
 mod predict;
 mod pretrain;
+mod prune;
 mod quantize;
 mod run_recipe;
 mod score;
@@ -76,6 +77,8 @@ enum Command {
     /// Start a data-parallel run on this machine: `hone launch --nproc 2 -- finetune --config ...`
     /// (CPU ranks through mpirun; GPU ranks with torchrun's variables and NCCL).
     Launch(launch::LaunchArgs),
+    /// Remove the least important attention heads and feed-forward neurons of a classifier.
+    Prune(prune::PruneArgs),
     /// Distil a fine-tuned teacher into a student (a recipe with a [distill] section).
     Distill(finetune::FinetuneArgs),
     /// Search hyper-parameters over a recipe: grid, random, or ASHA (`--config sweep.toml`).
@@ -141,6 +144,7 @@ fn run() -> anyhow::Result<()> {
         Command::Launch(a) => launch::run(a),
         Command::Sweep(a) => sweep::run(a),
         Command::Distill(a) => finetune::run_distill(a),
+        Command::Prune(a) => prune::run(a),
     }
 }
 

@@ -52,6 +52,26 @@ pub trait Architecture: std::fmt::Debug + Send + Sync {
     /// Keep `n` layers (a student made of some of a teacher's layers). Architectures whose
     /// layers cannot be counted one way say so.
     fn set_num_layers(&mut self, n: usize) -> Result<()>;
+    /// Layer `i`'s tensors that structured pruning cuts, by name, for architectures that
+    /// support it (and whose saved form Transformers can load pruned).
+    fn prunable_layer(&self, _i: usize) -> Option<PrunableLayer> {
+        None
+    }
+    /// Record pruning: `heads` (original head numbers) leave layer `i`'s attention;
+    /// feed-forward layers become `intermediate_size` wide.
+    fn record_pruning(
+        &mut self,
+        _i: usize,
+        _heads: &[usize],
+        _intermediate_size: usize,
+    ) -> Result<()> {
+        bail!("structured pruning is not supported for this architecture yet")
+    }
+    /// Heads of layer `i` as it is now: their original numbers, in order.
+    fn remaining_heads(&self, i: usize) -> Vec<usize> {
+        let _ = i;
+        (0..self.num_attention_heads()).collect()
+    }
     fn num_attention_heads(&self) -> usize;
     fn vocab_size(&self) -> usize;
     /// The longest sequence the position embeddings cover.
@@ -296,4 +316,19 @@ mod tests {
             "{err}"
         );
     }
+}
+
+/// The tensors structured pruning cuts in one layer (Hugging Face names). Weights are
+/// `[out, in]`: a head owns `head_dim` rows of query/key/value and as many columns of the
+/// attention output; a feed-forward neuron owns a row of the first projection and a column
+/// of the second.
+#[derive(Debug, Clone)]
+pub struct PrunableLayer {
+    pub query: String,
+    pub key: String,
+    pub value: String,
+    pub attention_output: String,
+    pub intermediate: String,
+    pub ffn_output: String,
+    pub head_dim: usize,
 }

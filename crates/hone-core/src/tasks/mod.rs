@@ -9,6 +9,7 @@ pub mod classification;
 pub mod distill;
 pub mod ner;
 pub mod pretrain;
+pub mod prune;
 pub mod translation;
 
 use std::path::{Path, PathBuf};

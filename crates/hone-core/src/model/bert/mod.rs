@@ -53,6 +53,24 @@ pub struct BertConfig {
     /// Dropout before the classifier; `None` means `hidden_dropout_prob` (Hugging Face).
     #[serde(default)]
     pub classifier_dropout: Option<f64>,
+    /// Attention heads removed from each layer (Transformers' `pruned_heads`: layer number
+    /// -> the heads' original numbers); that layer's query, key, value and output
+    /// projections are smaller by those heads.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub pruned_heads: std::collections::BTreeMap<String, Vec<usize>>,
+}
+
+impl BertConfig {
+    /// Attention heads left in layer `i`.
+    pub fn heads_in_layer(&self, i: usize) -> usize {
+        let pruned = self.pruned_heads.get(&i.to_string()).map_or(0, Vec::len);
+        self.num_attention_heads.saturating_sub(pruned)
+    }
+
+    /// Width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads.max(1)
+    }
 }
 
 fn default_gelu() -> Activation {
@@ -95,6 +113,42 @@ impl Architecture for BertConfig {
     fn set_num_layers(&mut self, n: usize) -> AnyResult<()> {
         self.num_hidden_layers = n;
         Ok(())
+    }
+    fn prunable_layer(&self, i: usize) -> Option<super::config::PrunableLayer> {
+        let p = self.layer_prefix(i);
+        Some(super::config::PrunableLayer {
+            query: format!("{p}attention.self.query"),
+            key: format!("{p}attention.self.key"),
+            value: format!("{p}attention.self.value"),
+            attention_output: format!("{p}attention.output.dense"),
+            intermediate: format!("{p}intermediate.dense"),
+            ffn_output: format!("{p}output.dense"),
+            head_dim: self.head_dim(),
+        })
+    }
+    fn record_pruning(
+        &mut self,
+        i: usize,
+        heads: &[usize],
+        intermediate_size: usize,
+    ) -> AnyResult<()> {
+        if !heads.is_empty() {
+            let pruned = self.pruned_heads.entry(i.to_string()).or_default();
+            pruned.extend_from_slice(heads);
+            pruned.sort_unstable();
+            pruned.dedup();
+            if pruned.len() >= self.num_attention_heads {
+                anyhow::bail!("layer {i} would have no attention head left")
+            }
+        }
+        self.intermediate_size = intermediate_size;
+        Ok(())
+    }
+    fn remaining_heads(&self, i: usize) -> Vec<usize> {
+        let pruned = self.pruned_heads.get(&i.to_string());
+        (0..self.num_attention_heads)
+            .filter(|h| !pruned.is_some_and(|p| p.contains(h)))
+            .collect()
     }
     fn num_attention_heads(&self) -> usize {
         self.num_attention_heads
@@ -205,20 +259,28 @@ fn layer_name(i: usize) -> String {
     format!("encoder.layer.{i}")
 }
 
-/// One BERT layer under [`layer_name`].
-fn bert_layer(vb: VarBuilder, c: &BertConfig, mode: &ModelMode) -> Result<TransformerBlock> {
+/// BERT layer `i` under [`layer_name`].
+fn bert_layer(
+    vb: VarBuilder,
+    c: &BertConfig,
+    i: usize,
+    mode: &ModelMode,
+) -> Result<TransformerBlock> {
     let (h, std) = (c.hidden_size, c.initializer_range);
+    // Pruned heads narrow the attention: [H] -> [heads x head_dim] -> [H].
+    let heads = c.heads_in_layer(i);
+    let inner = heads * c.head_dim();
     let attn = vb.pp("attention");
     let sa = attn.pp("self");
     let qkv = QkvLayout::Separate {
-        q: Linear::new(sa.pp("query"), h, h, std, mode)?,
-        k: Linear::new(sa.pp("key"), h, h, std, mode)?,
-        v: Linear::new(sa.pp("value"), h, h, std, mode)?,
+        q: Linear::new(sa.pp("query"), h, inner, std, mode)?,
+        k: Linear::new(sa.pp("key"), h, inner, std, mode)?,
+        v: Linear::new(sa.pp("value"), h, inner, std, mode)?,
     };
     let self_attn = MultiHeadAttention::new(
         qkv,
-        Linear::new(attn.pp("output").pp("dense"), h, h, std, mode)?,
-        c.num_attention_heads,
+        Linear::new(attn.pp("output").pp("dense"), inner, h, std, mode)?,
+        heads,
         Dropout::new(c.attention_probs_dropout_prob, mode),
         mode,
     );
@@ -269,7 +331,7 @@ impl BertModel {
     ) -> Result<Self> {
         let embeddings = BertEmbeddings::new(vb.pp("embeddings"), c, mode)?;
         let layers = (0..c.num_hidden_layers)
-            .map(|i| bert_layer(vb.pp(layer_name(i)), c, mode))
+            .map(|i| bert_layer(vb.pp(layer_name(i)), c, i, mode))
             .collect::<Result<Vec<_>>>()?;
         let pooler = if with_pooler {
             Some(Linear::new(
