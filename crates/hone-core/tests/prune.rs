@@ -40,13 +40,6 @@ fn encode(dir: &Path) -> Vec<f32> {
         .unwrap()
 }
 
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hone-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// all-MiniLM-L6-v2 with the output columns of some heads and neurons set to zero.
 fn zeroed_minilm(dir: &Path, heads: &BTreeMap<usize, Vec<usize>>, neurons: &[usize]) -> PathBuf {
     let src = minilm_dir();

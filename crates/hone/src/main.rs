@@ -163,23 +163,6 @@ fn ensure_new_output(dir: &std::path::Path, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Copy a model directory's tokenizer files (those it has) into `to`.
-fn copy_tokenizer(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
-    for file in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "vocab.txt",
-    ] {
-        let src = from.join(file);
-        if src.is_file() {
-            std::fs::copy(&src, to.join(file))
-                .with_context(|| format!("cannot copy {}", src.display()))?;
-        }
-    }
-    Ok(())
-}
-
 fn init_logging(level: &str) {
     // Data-parallel ranks other than 0 report only warnings and errors: rank 0 logs the run.
     let rank = match hone_core::distributed::Launch::from_env() {

@@ -35,7 +35,7 @@ pub fn run(args: MergeArgs) -> Result<()> {
     // Filled under a temporary name: a kill leaves no half-written model directory.
     hone_core::io::write_dir_atomically(&args.output, |out| {
         model.save_merged(out)?;
-        super::copy_tokenizer(dir.tokenizer_dir(), out)
+        hone_core::tokenization::copy_tokenizer_files(dir.tokenizer_dir(), out)
     })?;
     tracing::info!(
         "merged {} into {} -> {}",

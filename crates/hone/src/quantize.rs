@@ -29,7 +29,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     // Filled under a temporary name: a kill leaves no half-written model directory.
     hone_core::io::write_dir_atomically(&args.output, |out| {
         model.save_int8(out)?;
-        super::copy_tokenizer(dir.tokenizer_dir(), out)
+        hone_core::tokenization::copy_tokenizer_files(dir.tokenizer_dir(), out)
     })?;
     let layers = model.mode.int8().map_or(0, |q| q.modules().len());
     tracing::info!(

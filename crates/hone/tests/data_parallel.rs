@@ -132,14 +132,6 @@ fn finetune(start: Start, model: &Path, out: &Path, interrupt_after: Option<usiz
     );
 }
 
-/// A fresh directory for one test.
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hone-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn weights(dir: &Path) -> BTreeMap<String, Vec<f32>> {
     let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();

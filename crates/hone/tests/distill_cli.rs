@@ -5,7 +5,7 @@
 #[path = "../../hone-core/tests/common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use common::*;
@@ -32,13 +32,6 @@ fn hone(args: &[&str], sets: &[String]) -> Output {
         c.args(["--set", &kv]);
     }
     c.output().unwrap()
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hone-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn ok(out: &Output) -> String {

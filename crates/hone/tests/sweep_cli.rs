@@ -59,13 +59,6 @@ fn hone_sweep(config: &Path) -> std::process::Output {
         .unwrap()
 }
 
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hone-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn asha_promotes_the_best_first_rung_trial_and_resumes_it() {
     let tmp = tempdir("sweep");

@@ -65,7 +65,7 @@ pub fn keep_layers(dir: &Path, layers: &[usize], out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     crate::io::write_json(&out.join("config.json"), &config.to_json()?)?;
     crate::io::safetensors_file::write(&out.join("model.safetensors"), &kept, HashMap::new())?;
-    copy_tokenizer(dir, out)
+    crate::tokenization::copy_tokenizer_files(dir, out)
 }
 
 /// What structured pruning removes: per layer, attention heads (their current positions in
@@ -187,22 +187,6 @@ pub fn prune_dir(dir: &Path, plan: &PrunePlan, out: &Path) -> Result<()> {
             &tensors,
             HashMap::new(),
         )?;
-        copy_tokenizer(dir, tmp)
+        crate::tokenization::copy_tokenizer_files(dir, tmp)
     })
-}
-
-fn copy_tokenizer(from: &Path, to: &Path) -> Result<()> {
-    for file in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "vocab.txt",
-    ] {
-        let src = from.join(file);
-        if src.is_file() {
-            std::fs::copy(&src, to.join(file))
-                .with_context(|| format!("cannot copy {}", src.display()))?;
-        }
-    }
-    Ok(())
 }

@@ -255,6 +255,27 @@ pub fn pad_ids(
     })
 }
 
+/// The tokenizer files a model directory may carry (Transformers' names).
+pub const TOKENIZER_FILES: [&str; 4] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+];
+
+/// Copy the tokenizer files `from` has into `to` (a new model directory made from it).
+pub fn copy_tokenizer_files(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    for file in TOKENIZER_FILES {
+        let src = from.join(file);
+        if src.is_file() {
+            std::fs::copy(&src, to.join(file))
+                .with_context(|| format!("cannot copy {}", src.display()))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod length_batch_tests {
     use super::length_batches;

@@ -8,6 +8,14 @@ use std::path::PathBuf;
 use candle_core::{Device, Tensor, Var};
 use serde_json::Value;
 
+/// A fresh, empty directory for one test (named by the test and the process).
+pub fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hone-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// `../shared` beside the checkout (CI lays a copy there), or `$HONE_SHARED`.
 pub fn shared_dir() -> PathBuf {
     match std::env::var_os("HONE_SHARED") {
