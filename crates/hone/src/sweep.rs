@@ -51,7 +51,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
                 .asha
                 .as_ref()
                 .map_or(Resource::Updates, |a| a.resource);
-            let sets = trial_overrides(&config, t, params, &[]);
+            let sets = trial_overrides(&config, t, params, &[], 0);
             let recipe = FinetuneRecipe::load(&config.recipe, &sets)
                 .with_context(|| format!("trial {t} ({})", overrides_of(params).join(" ")))?;
             let a = recipe.training();
@@ -149,12 +149,13 @@ pub fn run(args: SweepArgs) -> Result<()> {
 }
 
 /// The `--set` overrides of trial `t`: the sweep's own, the trial's values, its seed, and
-/// (ASHA, given its `rungs` in updates) its length and evaluation steps.
+/// (ASHA, given its `rungs` in updates) its length and an evaluation at the end of `rung`.
 fn trial_overrides(
     config: &SweepConfig,
     t: usize,
     params: &TrialParams,
     rungs: &[usize],
+    rung: usize,
 ) -> Vec<String> {
     let mut sets = config.overrides.clone();
     sets.extend(overrides_of(params));
@@ -165,10 +166,11 @@ fn trial_overrides(
     ));
     sets.push("progress=false".into());
     if let (SearchMethod::Asha, Some(last)) = (config.method, rungs.last()) {
-        // The full trial is the last rung; every rung ends on an evaluation.
+        // The full trial is the last rung. A process trains from the previous rung's end
+        // to this one's, the first multiple of eval_steps after it: one evaluation, there.
         sets.push(format!("max_steps={last}"));
         sets.push("eval_strategy=\"steps\"".into());
-        sets.push(format!("eval_steps={}", rungs[0]));
+        sets.push(format!("eval_steps={}", rungs[rung.min(rungs.len() - 1)]));
     }
     sets
 }
@@ -204,7 +206,7 @@ fn spawn(
     ])
     .arg("--config")
     .arg(&config.recipe);
-    for s in trial_overrides(config, job.trial, params, rungs) {
+    for s in trial_overrides(config, job.trial, params, rungs, job.rung) {
         c.args(["--set", &s]);
     }
     if job.rung == 0 {
