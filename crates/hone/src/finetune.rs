@@ -14,7 +14,7 @@ use hone_core::tasks::FinetuneRecipe;
 #[derive(Args, Debug)]
 pub struct FinetuneArgs {
     #[command(flatten)]
-    run: RecipeRunArgs,
+    pub run: RecipeRunArgs,
 }
 
 pub fn run(args: FinetuneArgs) -> Result<()> {

@@ -2,13 +2,16 @@
 //! pruning of a fine-tuned classifier. Heads and feed-forward neurons are ranked by their
 //! importance on a calibration set (gradient x activation, `tasks::prune`), the least
 //! important removed, and a smaller Hugging Face directory written (Transformers loads it:
-//! `pruned_heads` in its config). A short recovery fine-tune is `hone finetune` on it.
+//! `pruned_heads` in its config). `--recover RECIPE` then fine-tunes the pruned model
+//! briefly with a recipe, as `hone finetune` would.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
 
+use crate::finetune::FinetuneArgs;
+use crate::run_recipe::RecipeRunArgs;
 use hone_core::model::surgery::prune_dir;
 use hone_core::tasks::classification::{ClassificationData, ClassificationRecipe};
 use hone_core::tasks::prune::{importance, plan};
@@ -41,6 +44,16 @@ pub struct PruneArgs {
     pub batch_size: usize,
     #[arg(long, default_value_t = 128)]
     pub max_seq_length: usize,
+    /// Then recover: fine-tune the pruned model with this recipe (its model replaced by the
+    /// pruned one), into `--recover-output`.
+    #[arg(long, value_name = "RECIPE")]
+    pub recover: Option<PathBuf>,
+    /// Overrides of the recovery recipe (`--recover-set num_train_epochs=1`).
+    #[arg(long = "recover-set", value_name = "KEY=VALUE")]
+    pub recover_overrides: Vec<String>,
+    /// Where the recovered model goes (default: the output directory's name + `-recovered`).
+    #[arg(long)]
+    pub recover_output: Option<PathBuf>,
 }
 
 pub fn run(args: PruneArgs) -> Result<()> {
@@ -87,7 +100,31 @@ pub fn run(args: PruneArgs) -> Result<()> {
         args.model.display(),
         args.output.display()
     );
-    Ok(())
+    let Some(recipe) = args.recover else {
+        return Ok(());
+    };
+    // The short recovery fine-tune: `hone finetune` on the pruned model.
+    let out = args.recover_output.unwrap_or_else(|| {
+        let mut name = args.output.file_name().unwrap_or_default().to_os_string();
+        name.push("-recovered");
+        args.output.with_file_name(name)
+    });
+    let mut overrides = args.recover_overrides;
+    overrides.push(format!(
+        "model.model_name_or_path={:?}",
+        args.output.display().to_string()
+    ));
+    overrides.push(format!("output_dir={:?}", out.display().to_string()));
+    super::finetune::run(FinetuneArgs {
+        run: RecipeRunArgs {
+            config: recipe,
+            overrides,
+            overwrite_output_dir: false,
+            resume: false,
+            device: None,
+            precision: None,
+        },
+    })
 }
 
 fn data_len(data: &ClassificationData) -> usize {

@@ -112,14 +112,21 @@ fn a_quarter_of_heads_and_neurons_go_and_the_model_still_evaluates() {
         "the pruned weights are smaller"
     );
 
-    let valid_s = valid.to_str().unwrap();
+    // 32 validation sentences (and the header).
+    let small = tmp.join("valid.tsv");
+    let text = std::fs::read_to_string(&valid).unwrap();
+    std::fs::write(
+        &small,
+        text.lines().take(33).collect::<Vec<_>>().join("\n") + "\n",
+    )
+    .unwrap();
     let out = hone(&[
         "--log",
         "warn",
         "eval",
         p,
         "--data",
-        valid_s,
+        small.to_str().unwrap(),
         "--text-column",
         "sentence",
         "--json",
@@ -130,6 +137,57 @@ fn a_quarter_of_heads_and_neurons_go_and_the_model_still_evaluates() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("accuracy"));
+
+    // With --recover, the pruned model is fine-tuned briefly and stays pruned.
+    let pruned2 = tmp.join("pruned2");
+    let sets: Vec<String> = [
+        format!("data.train_file={train:?}"),
+        format!("data.validation_file={small:?}"),
+        "data.max_train_samples=32".into(),
+        "data.max_seq_length=16".into(),
+        "max_steps=2".into(),
+        "progress=false".into(),
+    ]
+    .to_vec();
+    let mut args = vec![
+        "--log",
+        "warn",
+        "prune",
+        t,
+        "--heads",
+        "0.25",
+        "--output",
+        pruned2.to_str().unwrap(),
+        "--data",
+        tr,
+        "--text-column",
+        "sentence",
+        "--samples",
+        "16",
+        "--recover",
+        "examples/sst2.toml",
+    ];
+    for s in &sets {
+        args.extend(["--recover-set", s.as_str()]);
+    }
+    let out = hone(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recovered = tmp.join("pruned2-recovered");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(recovered.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        config["pruned_heads"],
+        serde_json::from_str::<serde_json::Value>(
+            &std::fs::read_to_string(pruned2.join("config.json")).unwrap()
+        )
+        .unwrap()["pruned_heads"]
+    );
+    assert!(recovered.join("metrics.jsonl").is_file());
 
     // The output exists now: refused; a fraction of 1 is refused before anything is written.
     assert!(!run("0.25").status.success());
