@@ -136,6 +136,23 @@ fn minilm_embeddings_export_reproduces_hone_in_tract() {
     check_export(&model, "minilm", 30522);
 }
 
+/// A pruned model (layers with different head counts, a narrower feed-forward) exports too.
+#[test]
+fn a_pruned_model_exports_and_reproduces_hone() {
+    use hone_core::model::surgery::{prune_dir, PrunePlan};
+    let dir = temp_dir("pruned-src");
+    let plan = PrunePlan {
+        heads: [(0, vec![1, 7]), (3, vec![0])].into_iter().collect(),
+        neurons: (0..6)
+            .map(|l| (l, (0..1536).step_by(2).collect()))
+            .collect(),
+    };
+    prune_dir(&minilm_dir(), &plan, &dir.join("pruned")).unwrap();
+    let model = Model::load(&dir.join("pruned"), &Device::Cpu).unwrap();
+    check_export(&model, "pruned", 30522);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Half precision: fp16 weights and activations, against hone's fp32 within fp16's error.
 #[test]
 fn minilm_exports_in_half_precision() {

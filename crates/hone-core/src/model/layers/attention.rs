@@ -190,7 +190,8 @@ impl MultiHeadAttention {
                 (pick(0), pick(1), pick(2))
             }
         };
-        let head_dim = self.out.weight().dim(0)? / self.n_heads;
+        // The output projection's input is the heads side by side (fewer when pruned).
+        let head_dim = self.out.in_features()? / self.n_heads;
         let scale = g.constant(&[1.0 / (head_dim as f32).sqrt()], &[])?;
         let k_t = g.transpose(&k, &[0, 1, 3, 2]);
         let scores = g.matmul(&q, &k_t);

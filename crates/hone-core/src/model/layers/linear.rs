@@ -179,6 +179,11 @@ impl Linear {
         &self.weight
     }
 
+    /// Input features (whichever way the weight is stored).
+    pub fn in_features(&self) -> Result<usize> {
+        self.weight.dim(usize::from(!self.stored_transposed))
+    }
+
     /// `x [..., in]` -> `[..., out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_with(x, Epilogue::None)
