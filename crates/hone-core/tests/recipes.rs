@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use hone_core::model::ProblemType;
 use hone_core::recipe::load_recipe;
 use hone_core::runtime::DeviceSpec;
+use hone_core::sweep::{overrides_of, SweepConfig};
 use hone_core::tasks::classification::ClassWeights;
 use hone_core::tasks::pretrain::{PositionInit, PretrainRecipe};
 use hone_core::tasks::FinetuneRecipe;
@@ -32,6 +33,14 @@ fn every_example_recipe_parses() {
         let table: toml::Table = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let kind = if table.contains_key("objective") {
             load_recipe::<PretrainRecipe>(path, &[]).map(|_| "pretrain")
+        } else if table.contains_key("parameters") {
+            // A sweep file: it parses, and its first trial's recipe does too.
+            SweepConfig::load(path).and_then(|sweep| {
+                let root = path.parent().unwrap().parent().unwrap();
+                let mut sets = sweep.overrides.clone();
+                sets.extend(overrides_of(&sweep.trials()[0]));
+                FinetuneRecipe::load(&root.join(&sweep.recipe), &sets).map(|_| "sweep")
+            })
         } else {
             FinetuneRecipe::load(path, &[]).map(|r| match r {
                 FinetuneRecipe::TokenClassification(_) => "ner",
@@ -44,7 +53,7 @@ fn every_example_recipe_parses() {
             Err(e) => panic!("{}: {e:#}", path.display()),
         }
     }
-    for k in ["pretrain", "ner", "classification", "translation"] {
+    for k in ["pretrain", "ner", "classification", "translation", "sweep"] {
         assert!(kinds.contains(&k), "no {k} recipe among {files:?}");
     }
 }
