@@ -204,6 +204,8 @@ fn two_ranks_with_half_batches_train_as_one_process_with_the_whole_batch() {
         }
     }
     assert_eq!(logged(&two, "loss").len(), 10);
+    // Each run leaves a model per rank and checkpoints: about 1 GB.
+    std::fs::remove_dir_all(&tmp).unwrap();
 }
 
 #[test]
@@ -236,6 +238,8 @@ fn two_ranks_resume_exactly() {
         logged(&parts, "loss"),
         "the resumed run's log differs"
     );
+    // Each run leaves a model per rank and checkpoints: about 1 GB.
+    std::fs::remove_dir_all(&tmp).unwrap();
 }
 
 /// `hone [launch --nproc N --] pretrain` of the character-level GPT (no dropout) on 100k
@@ -302,6 +306,8 @@ fn causal_lm_pretraining_on_two_ranks_matches_one_process() {
             );
         }
     }
+    // Each run leaves a model per rank and checkpoints: about 1 GB.
+    std::fs::remove_dir_all(&tmp).unwrap();
 }
 
 /// A one-rank MPI run (under `mpirun -n 1` itself) goes through every collective and ends
@@ -321,6 +327,8 @@ fn one_mpi_rank_trains_exactly_as_the_plain_path() {
     );
     assert_eq!(logged(&plain, "loss"), logged(&mpi, "loss"));
     assert_eq!(logged(&plain, "eval_loss"), logged(&mpi, "eval_loss"));
+    // Each run leaves a model per rank and checkpoints: about 1 GB.
+    std::fs::remove_dir_all(&tmp).unwrap();
 }
 
 /// Accumulation and mixed precision behave as in one process: 2 micro-batches an update
@@ -359,4 +367,6 @@ fn accumulation_and_bf16_on_two_ranks_match_one_process() {
             "bf16: loss at step {s}: {x} vs {y}"
         );
     }
+    // Each run leaves a model per rank and checkpoints: about 1 GB.
+    std::fs::remove_dir_all(&tmp).unwrap();
 }

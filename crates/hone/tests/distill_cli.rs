@@ -108,6 +108,7 @@ fn a_two_layer_student_learns_from_cached_teacher_logits() {
         std::fs::read(tmp.join("student-again/model.safetensors")).unwrap(),
         "the cached logits give the same student"
     );
+    std::fs::remove_dir_all(&tmp).unwrap();
 }
 
 #[test]

@@ -134,6 +134,7 @@ fn asha_promotes_the_best_first_rung_trial_and_resumes_it() {
     assert_eq!(recipe["training"]["learning_rate"].as_float(), Some(lr));
     let png = std::fs::read(dir.join("sweep.png")).unwrap();
     assert_eq!(&png[1..4], b"PNG");
+    std::fs::remove_dir_all(&tmp).unwrap();
 }
 
 #[test]
