@@ -3,7 +3,7 @@
 //! their engine); GPU ranks are started directly with torchrun's variables, one GPU each,
 //! and meet through NCCL.
 
-use std::process::{Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -71,15 +71,7 @@ pub fn run(args: LaunchArgs) -> Result<()> {
                         .with_context(|| format!("cannot start rank {rank}"))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let mut worst: Option<ExitStatus> = None;
-            for (rank, mut child) in children.into_iter().enumerate() {
-                let status = child.wait()?;
-                if !status.success() {
-                    tracing::error!("rank {rank} exited with {status}");
-                    worst.get_or_insert(status);
-                }
-            }
-            match worst {
+            match wait_all_or_stop(children)? {
                 Some(s) => s,
                 None => return Ok(()),
             }
@@ -97,4 +89,32 @@ fn is_root() -> bool {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
+}
+
+/// Wait for every rank; when one fails, stop the others, as torchrun does (they would wait
+/// for it in their next collective forever). The first failure's status, or None.
+fn wait_all_or_stop(mut children: Vec<Child>) -> Result<Option<ExitStatus>> {
+    let mut running: Vec<usize> = (0..children.len()).collect();
+    while !running.is_empty() {
+        let mut still = Vec::new();
+        for rank in running {
+            match children[rank].try_wait()? {
+                Some(status) if !status.success() => {
+                    tracing::error!("rank {rank} exited with {status}: stopping the others");
+                    for (other, child) in children.iter_mut().enumerate() {
+                        if other != rank {
+                            let _ = child.kill();
+                            let _ = child.wait();
+                        }
+                    }
+                    return Ok(Some(status));
+                }
+                Some(_) => {}
+                None => still.push(rank),
+            }
+        }
+        running = still;
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(None)
 }

@@ -95,7 +95,7 @@ fn main() {
 /// The error and its causes on one line. candle appends a backtrace to its errors when
 /// `RUST_BACKTRACE` is set: a user's mistake (a text longer than the model, say) gets the
 /// message, not the dump.
-fn one_line(e: &anyhow::Error) -> String {
+pub(crate) fn one_line(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
         let text = cause.to_string();

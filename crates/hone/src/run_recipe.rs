@@ -2,13 +2,14 @@
 //! around the trainer (output directory, saved recipe, callbacks, summary).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
 
 use crate::callbacks::{MetricsPlot, ProgressBar, SaveRecipe};
-use hone_core::distributed::Launch;
+use hone_core::distributed::{Communicator, Launch};
 use hone_core::model::Model;
 use hone_core::runtime::{set_tf32, DeviceSpec};
 use hone_core::training::{InjectedFault, Precision, Trainer, TrainingArguments, TrainingData};
@@ -70,6 +71,26 @@ pub fn train_and_report<R: Serialize, D: TrainingData>(
     let fault = InjectedFault::from_env()?;
     // One of several data-parallel ranks (mpirun, torchrun, `hone launch`), or alone.
     let comm = Launch::from_env()?.communicator(&model.device)?;
+    let result = train_on_rank(recipe, training, model, data, resume, fault, &comm);
+    if let Err(e) = &result {
+        if comm.world_size() > 1 {
+            // The other ranks would wait for this one in their next collective forever.
+            eprintln!("error: rank {}: {}", comm.rank(), crate::one_line(e));
+            comm.abort(1)
+        }
+    }
+    result
+}
+
+fn train_on_rank<R: Serialize, D: TrainingData>(
+    recipe: &R,
+    training: &TrainingArguments,
+    model: &Model<D::Net>,
+    data: &D,
+    resume: bool,
+    fault: Option<InjectedFault>,
+    comm: &Arc<dyn Communicator>,
+) -> Result<()> {
     // A batch that cannot fit is refused before the output directory is touched.
     Trainer::new(training.clone(), model, data).check_memory()?;
     if comm.is_main() {

@@ -370,3 +370,77 @@ fn accumulation_and_bf16_on_two_ranks_match_one_process() {
     // Each run leaves a model per rank and checkpoints: about 1 GB.
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+/// A rank that fails ends the whole run, promptly and with a failure status: here rank 0
+/// cannot create its output directory while rank 1 waits for it at a barrier. Before
+/// ranks aborted, rank 0 waited in MPI_Finalize and rank 1 in the barrier, forever.
+#[test]
+fn a_failing_rank_stops_every_rank() {
+    let tmp = tempdir("data-parallel-abort");
+    let blocker = tmp.join("a-file");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let data = shared_dir().join("data/sst2");
+    let hone = env!("CARGO_BIN_EXE_hone");
+    // One mpirun, two programs (MPMD): the same run, but rank 0's output directory would
+    // lie under a regular file.
+    let rank_args = |out: &Path| -> Vec<String> {
+        let mut a = vec![
+            "-n".to_string(),
+            "1".into(),
+            hone.into(),
+            "finetune".into(),
+            "--config".into(),
+            "examples/sst2.toml".into(),
+            "--log".into(),
+            "warn".into(),
+        ];
+        for kv in [
+            format!("model.model_name_or_path={:?}", minilm_dir()),
+            format!("data.train_file={:?}", data.join("train.tsv")),
+            format!("data.validation_file={:?}", data.join("validation.tsv")),
+            format!("output_dir={out:?}"),
+            "data.max_train_samples=32".into(),
+            "data.max_eval_samples=8".into(),
+            "max_steps=2".into(),
+            "progress=false".into(),
+        ] {
+            a.extend(["--set".to_string(), kv]);
+        }
+        a
+    };
+    let mut c = Command::new("mpirun");
+    if is_root() {
+        c.arg("--allow-run-as-root");
+    }
+    c.args(["--oversubscribe", "--bind-to", "none"]);
+    c.args(rank_args(&blocker.join("out")));
+    c.arg(":");
+    c.args(rank_args(&tmp.join("rank1-out")));
+    c.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    c.env("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
+    c.stdout(std::process::Stdio::null());
+    c.stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(180) {
+            let _ = child.kill();
+            let _ = Command::new("pkill")
+                .args(["-f", "data-parallel-abort"])
+                .status();
+            panic!("the ranks were still running 180 s after rank 0 failed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "the run succeeded: {stderr}");
+    assert!(
+        stderr.contains("error: rank 0:") && stderr.contains("a-file"),
+        "rank 0's one-line error names the path: {stderr}"
+    );
+    std::fs::remove_dir_all(&tmp).unwrap();
+}

@@ -52,6 +52,14 @@ pub trait Communicator: Send + Sync {
     fn is_main(&self) -> bool {
         self.rank() == 0
     }
+
+    /// End every rank of the run now, with exit status `code`: what a rank that failed
+    /// calls. Returning the error instead would leave the other ranks waiting in their next
+    /// collective forever. The default exits this process, which mpirun and `hone launch`
+    /// answer by stopping the others.
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
 }
 
 /// What carries a communicator's collectives.

@@ -111,6 +111,13 @@ impl Communicator for MpiCommunicator {
     fn engine(&self) -> Engine {
         Engine::Mpi
     }
+
+    fn abort(&self, code: i32) -> ! {
+        // MPI_Abort ends every rank; without it this one would wait in MPI_Finalize (on
+        // drop) while the others wait in their next collective.
+        let (_guard, world) = self.world();
+        world.abort(code)
+    }
 }
 
 /// A 16-bit float slice as its bits.
