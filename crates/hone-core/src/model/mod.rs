@@ -15,6 +15,7 @@ pub mod marian;
 pub mod params;
 pub mod quantization;
 pub mod surgery;
+pub mod taps;
 
 pub use bert::{
     BertConfig, BertForPreTraining, BertForSequenceClassification, BertForTokenClassification,

@@ -123,6 +123,25 @@ pub fn attention(
     attention_with(None, qkv, heads, mask, dropout, cache, autocast)
 }
 
+/// The attention probabilities `softmax(Q K^T / sqrt(D) + mask)` `[B, H, Tq, Tk]` of
+/// `qkv` (no cache, no dropout), with gradients: what attention transfer compares.
+pub fn attention_probs(qkv: &Qkv, heads: usize, mask: Option<&Tensor>) -> Result<Tensor> {
+    let (_, _, _, width) = qkv.dims()?;
+    if heads == 0 || width % heads != 0 {
+        bail!("attention: width {width} does not split into {heads} heads")
+    }
+    let (q, k, _) = qkv.clone().split()?;
+    // [B, T, H * D] -> [B, H, T, D]
+    let split = |t: &Tensor| -> Result<Tensor> {
+        let (b, t_, _) = t.dims3()?;
+        t.reshape((b, t_, heads, width / heads))?
+            .transpose(1, 2)?
+            .contiguous()
+    };
+    let scores = split(&q)?.matmul(&split(&k)?.t()?)?;
+    scaled_masked_softmax(&scores, 1.0 / ((width / heads) as f64).sqrt(), mask)
+}
+
 /// [`attention`] run by `kernel`, or by the one [`Kernel::select`] picks when None (the
 /// tests force each kernel to compare them).
 pub(crate) fn attention_with(

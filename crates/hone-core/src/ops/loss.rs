@@ -112,3 +112,23 @@ pub fn distillation_loss(student: &Tensor, teacher: &Tensor, temperature: f64) -
     let kl = (log_pt.exp()? * (log_pt - log_ps)?)?.sum_all()?;
     kl * (temperature * temperature / n.max(1) as f64)
 }
+
+/// `sum(w * (a - b)^2) / sum(w)` with `w` broadcast to `a`'s shape: a mean squared error
+/// over the entries `weight` keeps (1) or drops (0), e.g. the tokens of a padded batch.
+/// Gradients flow to `a`; `b` (a teacher's) is a constant.
+pub fn masked_mse(a: &Tensor, b: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    if a.dims() != b.dims() {
+        bail!(
+            "masked_mse: shapes {:?} and {:?} differ",
+            a.dims(),
+            b.dims()
+        )
+    }
+    let w = weight.to_dtype(DType::F32)?.broadcast_as(a.shape())?;
+    let d = (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?.detach())?;
+    let total = w.sum_all()?.to_scalar::<f32>()?;
+    if total <= 0.0 {
+        bail!("masked_mse: the weights keep nothing")
+    }
+    (d.sqr()? * w)?.sum_all()? / total as f64
+}

@@ -16,11 +16,11 @@ mod attention;
 mod cpu;
 mod loss;
 
-pub use attention::{attention, KeepMask, KvCache, Qkv};
+pub use attention::{attention, attention_probs, KeepMask, KvCache, Qkv};
 pub use cpu::int8::Int8Matrix;
 pub use cpu::packed::{Epilogue, PackedMatrix};
 pub use loss::{
-    binary_cross_entropy_with_logits, cross_entropy, distillation_loss, mse_loss,
+    binary_cross_entropy_with_logits, cross_entropy, distillation_loss, masked_mse, mse_loss,
     CrossEntropyOptions,
 };
 

@@ -647,3 +647,86 @@ fn distillation_loss_by_hand() {
     }
     assert!(distillation_loss(&s, &t.narrow(1, 0, 2).unwrap(), 2.0).is_err());
 }
+
+#[test]
+fn masked_mse_by_hand() {
+    // [2, 2, 1] states, the second row's second token padding: (1^2 + 2^2 + 3^2) / 3.
+    let a = Tensor::new(&[[[1f32], [2.]], [[3.], [100.]]], &Device::Cpu).unwrap();
+    let b = Tensor::new(&[[[0f32], [0.]], [[0.], [0.]]], &Device::Cpu).unwrap();
+    let w = Tensor::new(&[[1f32, 1.], [1., 0.]], &Device::Cpu)
+        .unwrap()
+        .unsqueeze(2)
+        .unwrap();
+    let av = candle_core::Var::from_tensor(&a).unwrap();
+    let loss = crate::ops::masked_mse(av.as_tensor(), &b, &w).unwrap();
+    let v: f32 = loss.to_scalar().unwrap();
+    assert!((v - 14.0 / 3.0).abs() < 1e-6, "{v}");
+    // d/da = 2 w (a - b) / sum(w): the padding gets none.
+    let g = loss.backward().unwrap();
+    let g = g.get(av.as_tensor()).unwrap().flatten_all().unwrap();
+    let g = g.to_vec1::<f32>().unwrap();
+    let want = [2.0 / 3.0, 4.0 / 3.0, 2.0, 0.0];
+    for (x, y) in g.iter().zip(want) {
+        assert!((x - y).abs() < 1e-6, "{g:?} vs {want:?}");
+    }
+    assert!(crate::ops::masked_mse(&a, &b, &w.zeros_like().unwrap()).is_err());
+}
+
+#[test]
+fn attention_probs_weight_the_values_as_attention_does() {
+    // The probabilities times V, heads merged, are the attention's own output.
+    let dev = Device::Cpu;
+    let (b, t, heads, d) = (2, 5, 3, 4);
+    let qkv = Tensor::randn(0f32, 1.0, (b, t, 3 * heads * d), &dev).unwrap();
+    // The second sequence's last two positions are padding.
+    let mask = Tensor::new(&[[1u32, 1, 1, 1, 1], [1, 1, 1, 0, 0]], &dev).unwrap();
+    let mask = crate::model::layers::padding_mask(&mask).unwrap();
+    let packed = Qkv::Packed(qkv.clone());
+    let p = crate::ops::attention_probs(&packed, heads, Some(&mask)).unwrap();
+    assert_eq!(p.dims(), &[b, heads, t, t]);
+    let sums = p
+        .sum(3)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5));
+    let padded = p.narrow(0, 1, 1).unwrap().narrow(3, 3, 2).unwrap();
+    assert!(
+        padded
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            < 1e-12
+    );
+    let v = qkv
+        .narrow(2, 2 * heads * d, heads * d)
+        .unwrap()
+        .reshape((b, t, heads, d))
+        .unwrap()
+        .transpose(1, 2)
+        .unwrap()
+        .contiguous()
+        .unwrap();
+    let y = p
+        .matmul(&v)
+        .unwrap()
+        .transpose(1, 2)
+        .unwrap()
+        .reshape((b, t, heads * d))
+        .unwrap();
+    let want = crate::ops::attention(packed, heads, Some(&mask), None, None, None).unwrap();
+    let diff = (y - want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff < 1e-5, "{diff}");
+}

@@ -1,10 +1,14 @@
 //! Knowledge distillation: a student trained on a task's data against both the gold labels
 //! and a fine-tuned teacher's soft predictions,
-//! `alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * task loss`.
+//! `alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * task loss`,
+//! plus, as options, `hidden_weight` times the mean squared error between chosen hidden
+//! states and `attention_weight` times that between chosen attention maps (TinyBERT's
+//! intermediate terms, without its projection: student and teacher share a width).
 //! [`Distillation`] wraps a task's [`TrainingData`] and changes only its training loss, so
 //! the shared trainer (schedules, clipping, precision, checkpoints, resume, data parallel)
 //! runs it unchanged. The teacher's logits come from the teacher on the fly, or from a file
-//! computed once for the training set.
+//! computed once for the training set. A task scores "rows": one per sequence for text
+//! classification, one per labelled piece for token classification.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,8 +18,9 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::distributed::Communicator;
+use crate::model::taps::{self, Taps};
 use crate::model::{Model, NetKind};
-use crate::ops::distillation_loss;
+use crate::ops::{distillation_loss, masked_mse};
 use crate::training::{Metrics, TrainingData};
 
 /// The `[distill]` section of a fine-tuning recipe.
@@ -36,6 +41,17 @@ pub struct DistillArgs {
     /// while the teacher and the training examples are the same. Without it the teacher
     /// runs beside the student at every step.
     pub teacher_logits_cache: Option<PathBuf>,
+    /// The weight of the hidden-state term (0: none).
+    pub hidden_weight: f64,
+    /// `[student, teacher]` hidden-state pairs it compares; 0 is the embeddings' output and
+    /// i the output of layer i (Transformers' `hidden_states`). A student of teacher layers
+    /// [0, 2, 4] matches with `[[1, 1], [2, 3], [3, 5]]`.
+    pub hidden_layers: Vec<[usize; 2]>,
+    /// The weight of the attention-transfer term (0: none).
+    pub attention_weight: f64,
+    /// `[student, teacher]` layer pairs whose attention probabilities it compares (layers
+    /// counted from 0; the two must have the same number of heads).
+    pub attention_layers: Vec<[usize; 2]>,
 }
 
 impl Default for DistillArgs {
@@ -46,6 +62,10 @@ impl Default for DistillArgs {
             temperature: 2.0,
             student_layers: None,
             teacher_logits_cache: None,
+            hidden_weight: 0.0,
+            hidden_layers: Vec::new(),
+            attention_weight: 0.0,
+            attention_layers: Vec::new(),
         }
     }
 }
@@ -68,15 +88,40 @@ impl DistillArgs {
                 self.temperature
             )
         }
+        for (key, weight, pairs) in [
+            ("hidden", self.hidden_weight, &self.hidden_layers),
+            ("attention", self.attention_weight, &self.attention_layers),
+        ] {
+            if weight < 0.0 || !weight.is_finite() {
+                bail!("[distill] {key}_weight must be 0 or more, got {weight}")
+            }
+            if weight > 0.0 && pairs.is_empty() {
+                bail!("[distill] {key}_weight is {weight} but {key}_layers names no [student, teacher] pair")
+            }
+        }
+        if self.uses_intermediates() && self.teacher_logits_cache.is_some() {
+            bail!(
+                "[distill] teacher_logits_cache holds logits only: the hidden-state and attention \
+                 terms need the teacher at every step (remove one or the other)"
+            )
+        }
         Ok(())
+    }
+
+    /// Whether a hidden-state or attention term is on (the teacher then runs at every step).
+    pub fn uses_intermediates(&self) -> bool {
+        self.hidden_weight > 0.0 || self.attention_weight > 0.0
     }
 }
 
 /// A task whose training examples a network can score: what distillation needs of it.
 pub trait LogitsData: TrainingData {
-    /// Logits of training examples `indices` (`[N, C]`) and the task's loss over them.
+    /// Logits `[R, C]` of the rows of training examples `indices` (their rows in order,
+    /// example after example) and the task's loss over them.
     fn train_logits_and_loss(&self, net: &Self::Net, indices: &[usize])
         -> Result<(Tensor, Tensor)>;
+    /// How many rows training example `i` scores.
+    fn rows_of(&self, i: usize) -> usize;
     /// A checksum of the training examples (what a logits cache is valid for).
     fn train_fingerprint(&self) -> u32;
     /// The labels, in logit order (the teacher's must be the same).
@@ -87,8 +132,12 @@ pub trait LogitsData: TrainingData {
 
 /// Where the teacher's logits come from.
 enum Teacher<N: ?Sized> {
-    /// `[examples, C]`, computed once, on the CPU.
-    Cached(Tensor),
+    /// Every training example's rows `[R, C]`, computed once, on the CPU; example i's
+    /// start at `offsets[i]`.
+    Cached {
+        logits: Tensor,
+        offsets: Vec<usize>,
+    },
     Live(Box<Model<N>>),
 }
 
@@ -96,8 +145,7 @@ enum Teacher<N: ?Sized> {
 pub struct Distillation<D: LogitsData> {
     pub data: D,
     teacher: Teacher<D::Net>,
-    alpha: f64,
-    temperature: f64,
+    args: DistillArgs,
 }
 
 impl<D: LogitsData> Distillation<D>
@@ -122,42 +170,139 @@ where
         }
         teacher.mode.set_training(false);
         let teacher = match &args.teacher_logits_cache {
-            Some(path) => Teacher::Cached(cached_logits(&data, &teacher, &args.teacher, path)?),
+            Some(path) => {
+                let (logits, offsets) = cached_logits(&data, &teacher, &args.teacher, path)?;
+                Teacher::Cached { logits, offsets }
+            }
             None => Teacher::Live(Box::new(teacher)),
         };
         Ok(Self {
             data,
             teacher,
-            alpha: args.alpha,
-            temperature: args.temperature,
+            args: args.clone(),
         })
     }
 
-    /// The teacher's logits for training examples `indices`.
-    fn teacher_logits(&self, indices: &[usize], device: &Device) -> Result<Tensor> {
-        match &self.teacher {
-            Teacher::Cached(all) => {
-                let ids: Vec<u32> = indices.iter().map(|&i| i as u32).collect();
-                let ids = Tensor::new(ids, all.device())?;
-                Ok(all.index_select(&ids, 0)?.to_device(device)?)
+    /// The teacher's logits for the rows of training examples `indices`, from the cache.
+    fn cached_rows(
+        logits: &Tensor,
+        offsets: &[usize],
+        indices: &[usize],
+        device: &Device,
+    ) -> Result<Tensor> {
+        let ids: Vec<u32> = indices
+            .iter()
+            .flat_map(|&i| (offsets[i]..offsets[i + 1]).map(|r| r as u32))
+            .collect();
+        let ids = Tensor::new(ids, logits.device())?;
+        Ok(logits.index_select(&ids, 0)?.to_device(device)?)
+    }
+
+    /// The hidden-state and attention terms, weighted, from both passes' recordings.
+    fn intermediate_loss(&self, student: &Taps, teacher: &Taps) -> Result<Option<Tensor>> {
+        let mut total: Option<Tensor> = None;
+        let mut add = |t: Tensor| -> Result<()> {
+            total = Some(match total.take() {
+                Some(acc) => (acc + t)?,
+                None => t,
+            });
+            Ok(())
+        };
+        let mask = student
+            .attention_mask
+            .as_ref()
+            .context("[distill] the student recorded no attention mask: hidden-state and attention terms are built for BERT-family encoders")?
+            .to_dtype(DType::F32)?;
+        if self.args.hidden_weight > 0.0 {
+            // [B, T, 1]: real tokens only.
+            let w = mask.unsqueeze(2)?;
+            let mut sum: Option<Tensor> = None;
+            for &[i, j] in &self.args.hidden_layers {
+                let s = pick(
+                    &student.hidden_states,
+                    i,
+                    "hidden_layers",
+                    "student",
+                    "hidden states",
+                )?;
+                let t = pick(
+                    &teacher.hidden_states,
+                    j,
+                    "hidden_layers",
+                    "teacher",
+                    "hidden states",
+                )?;
+                if s.dims() != t.dims() {
+                    bail!("[distill] hidden_layers [{i}, {j}]: student {:?} and teacher {:?} differ in shape", s.dims(), t.dims())
+                }
+                let term = masked_mse(s, t, &w)?;
+                sum = Some(match sum {
+                    Some(a) => (a + term)?,
+                    None => term,
+                });
             }
-            Teacher::Live(model) => Ok(self
-                .data
-                .train_logits_and_loss(&model.net, indices)?
-                .0
-                .detach()),
+            let n = self.args.hidden_layers.len() as f64;
+            add((sum.expect("pairs checked") * (self.args.hidden_weight / n))?)?;
         }
+        if self.args.attention_weight > 0.0 {
+            // [B, 1, Tq, Tk]: pairs of real tokens.
+            let w = mask
+                .unsqueeze(2)?
+                .broadcast_mul(&mask.unsqueeze(1)?)?
+                .unsqueeze(1)?;
+            let mut sum: Option<Tensor> = None;
+            for &[i, j] in &self.args.attention_layers {
+                let s = pick(
+                    &student.attentions,
+                    i,
+                    "attention_layers",
+                    "student",
+                    "attention maps",
+                )?;
+                let t = pick(
+                    &teacher.attentions,
+                    j,
+                    "attention_layers",
+                    "teacher",
+                    "attention maps",
+                )?;
+                if s.dims() != t.dims() {
+                    bail!("[distill] attention_layers [{i}, {j}]: student {:?} and teacher {:?} differ in shape (heads)", s.dims(), t.dims())
+                }
+                let term = masked_mse(s, t, &w)?;
+                sum = Some(match sum {
+                    Some(a) => (a + term)?,
+                    None => term,
+                });
+            }
+            let n = self.args.attention_layers.len() as f64;
+            add((sum.expect("pairs checked") * (self.args.attention_weight / n))?)?;
+        }
+        Ok(total)
     }
 }
 
-/// The teacher's logits over every training example: read from `path` when it was written
-/// for this teacher and these examples, else computed and written there.
+/// Recording `i` of `which` (a [distill] key names the pair), or an error saying how many
+/// there are.
+fn pick<'a>(taps: &'a [Tensor], i: usize, key: &str, who: &str, what: &str) -> Result<&'a Tensor> {
+    taps.get(i).with_context(|| {
+        format!(
+            "[distill] {key}: the {who} has {} {what} (0 to {}), not {i}",
+            taps.len(),
+            taps.len().saturating_sub(1)
+        )
+    })
+}
+
+/// The teacher's logits over every training example's rows, with each example's first
+/// row: read from `path` when it was written for this teacher and these examples, else
+/// computed and written there.
 fn cached_logits<D: LogitsData>(
     data: &D,
     teacher: &Model<D::Net>,
     teacher_dir: &Path,
     path: &Path,
-) -> Result<Tensor>
+) -> Result<(Tensor, Vec<usize>)>
 where
     D::Net: NetKind,
 {
@@ -167,6 +312,11 @@ where
         .with_context(|| format!("cannot read {}", weights.display()))?;
     let key = format!("{:08x}-{:08x}", teacher_crc, data.train_fingerprint());
     let n = data.num_train_examples();
+    let mut offsets = vec![0usize; n + 1];
+    for i in 0..n {
+        offsets[i + 1] = offsets[i] + data.rows_of(i);
+    }
+    let rows = offsets[n];
     if path.is_file() {
         let header = std::fs::File::open(path)
             .map_err(anyhow::Error::from)
@@ -183,9 +333,9 @@ where
             let t = candle_core::safetensors::load(path, &Device::Cpu)?
                 .remove("teacher_logits")
                 .with_context(|| format!("{}: no `teacher_logits` tensor", path.display()))?;
-            if t.dim(0)? == n {
+            if t.dim(0)? == rows {
                 tracing::info!("teacher logits read from {}", path.display());
-                return Ok(t);
+                return Ok((t, offsets));
             }
         }
         tracing::info!(
@@ -194,21 +344,41 @@ where
         );
     }
     tracing::info!("computing the teacher's logits on {n} training examples");
+    // Shortest first, so each batch pads little; each batch's rows go to their examples'
+    // places.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| data.train_example_length(i));
     let batch = data.scoring_batch_size().max(1);
-    let mut rows = Vec::new();
-    for start in (0..n).step_by(batch) {
-        let indices: Vec<usize> = (start..(start + batch).min(n)).collect();
+    let mut width = 0;
+    let mut flat: Vec<f32> = Vec::new();
+    for chunk in order.chunks(batch) {
         // Detached: the teacher's weights are variables, and each batch's logits would
         // otherwise keep that batch's whole forward graph alive (60k SST-2 rows: 24 GB).
-        let (logits, _) = data.train_logits_and_loss(&teacher.net, &indices)?;
-        rows.push(
-            logits
-                .detach()
-                .to_dtype(DType::F32)?
-                .to_device(&Device::Cpu)?,
-        );
+        let (logits, _) = data.train_logits_and_loss(&teacher.net, chunk)?;
+        let logits = logits
+            .detach()
+            .to_dtype(DType::F32)?
+            .to_device(&Device::Cpu)?;
+        let (r, c) = logits.dims2()?;
+        if flat.is_empty() {
+            width = c;
+            flat = vec![0f32; rows * c];
+        }
+        let values = logits.flatten_all()?.to_vec1::<f32>()?;
+        let mut at = 0;
+        for &i in chunk {
+            let k = offsets[i + 1] - offsets[i];
+            flat[offsets[i] * c..offsets[i + 1] * c].copy_from_slice(&values[at * c..(at + k) * c]);
+            at += k;
+        }
+        if at != r {
+            bail!(
+                "the task scored {r} rows for {} examples, expected {at}",
+                chunk.len()
+            )
+        }
     }
-    let all = Tensor::cat(&rows, 0)?;
+    let all = Tensor::from_vec(flat, (rows, width), &Device::Cpu)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -218,7 +388,7 @@ where
         &tensors,
         HashMap::from([("hone_distill_key".to_string(), key)]),
     )?;
-    Ok(all)
+    Ok((all, offsets))
 }
 
 impl<D: LogitsData> TrainingData for Distillation<D>
@@ -236,10 +406,37 @@ where
     }
 
     fn training_loss(&self, net: &Self::Net, indices: &[usize]) -> Result<Tensor> {
-        let (student, task_loss) = self.data.train_logits_and_loss(net, indices)?;
-        let teacher = self.teacher_logits(indices, student.device())?;
-        let soft = distillation_loss(&student, &teacher, self.temperature)?;
-        Ok(((soft * self.alpha)? + (task_loss.to_dtype(DType::F32)? * (1.0 - self.alpha))?)?)
+        let attentions = self.args.attention_weight > 0.0;
+        let intermediates = self.args.uses_intermediates();
+        let ((student, task_loss), student_taps) = match intermediates {
+            true => taps::capture(attentions, || self.data.train_logits_and_loss(net, indices))?,
+            false => (
+                self.data.train_logits_and_loss(net, indices)?,
+                Taps::default(),
+            ),
+        };
+        let (teacher, teacher_taps) = match &self.teacher {
+            Teacher::Cached { logits, offsets } => (
+                Self::cached_rows(logits, offsets, indices, student.device())?,
+                Taps::default(),
+            ),
+            Teacher::Live(model) => {
+                let ((logits, _), taps) = taps::capture(attentions, || {
+                    self.data.train_logits_and_loss(&model.net, indices)
+                })?;
+                (logits.detach(), taps)
+            }
+        };
+        let soft = distillation_loss(&student, &teacher, self.args.temperature)?;
+        let loss = ((soft * self.args.alpha)?
+            + (task_loss.to_dtype(DType::F32)? * (1.0 - self.args.alpha))?)?;
+        if !intermediates {
+            return Ok(loss);
+        }
+        match self.intermediate_loss(&student_taps, &teacher_taps)? {
+            Some(extra) => Ok((loss + extra)?),
+            None => Ok(loss),
+        }
     }
 
     fn evaluate(&self, net: &Self::Net, max_batches: Option<usize>) -> Result<Metrics> {

@@ -24,6 +24,7 @@ use super::layers::{
     Embedding, FeedForward, LayerNorm, Linear, ModelMode, MultiHeadAttention, QkvLayout,
     ResidualOrder, TransformerBlock,
 };
+use super::taps;
 use crate::onnx::{self, Axis, TokenInput};
 
 /// BERT-family encoder hyper-parameters (`model_type = "bert"`).
@@ -361,8 +362,11 @@ impl BertModel {
     ) -> Result<EncoderOutput> {
         let mask = padding_mask(attention_mask)?;
         let mut x = self.embeddings.forward(input_ids, token_type_ids)?;
+        taps::attention_mask(attention_mask);
+        taps::hidden_state(&x);
         for layer in &self.layers {
             x = layer.forward(&x, Some(&mask), None, None)?;
+            taps::hidden_state(&x);
         }
         let pooled = match &self.pooler {
             Some(p) => Some(p.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?.tanh()?),

@@ -3,6 +3,7 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{DType, Device, Result, Tensor};
 
 use super::{Dropout, Linear, ModelMode};
+use crate::model::taps;
 use crate::onnx;
 use crate::ops::{self, KvCache, Qkv};
 
@@ -126,6 +127,7 @@ impl MultiHeadAttention {
                 candle_core::bail!("a fused QKV projection cannot attend over a memory")
             }
         };
+        taps::attention(|| ops::attention_probs(&qkv, self.n_heads, mask))?;
         let dropout = Some(&self.attn_dropout as &dyn ops::KeepMask);
         let y = ops::attention(
             qkv,

@@ -16,6 +16,7 @@ use hone_data::train_validation_split;
 use hone_metrics::seqeval::Mode;
 use serde::{Deserialize, Serialize};
 
+use super::distill::{DistillArgs, LogitsData};
 use super::{FinetuneTask, ModelArgs, PeftArgs};
 use crate::model::{Head, Model, TokenClassifier};
 use crate::ops::CrossEntropyOptions;
@@ -86,6 +87,8 @@ pub struct NerRecipe {
     pub training: TrainingArguments,
     /// Train a LoRA adapter instead of the whole model.
     pub peft: Option<PeftArgs>,
+    /// Distil a fine-tuned teacher into this model (`hone distill`).
+    pub distill: Option<DistillArgs>,
 }
 
 impl Default for NerRecipe {
@@ -96,6 +99,7 @@ impl Default for NerRecipe {
             data: NerDataArgs::default(),
             training: TrainingArguments::default(),
             peft: None,
+            distill: None,
         }
     }
 }
@@ -334,6 +338,81 @@ impl NerData {
     }
 }
 
+impl NerData {
+    /// Logits `[B, T, C]` of training windows `indices` (padded to the longest), their loss
+    /// and their padded labels `[B, T]` (-100 where unlabelled).
+    fn forward_train(
+        &self,
+        net: &dyn TokenClassifier,
+        indices: &[usize],
+    ) -> Result<(Tensor, Tensor, Vec<Vec<i64>>)> {
+        let rows: Vec<&TrainRow> = indices.iter().map(|&i| &self.train[i]).collect();
+        let ids: Vec<&[u32]> = rows.iter().map(|r| r.ids.as_slice()).collect();
+        let b = pad_ids(&ids, &[], self.tokenizer.pad_id(), &self.device)?;
+        let t = b.input_ids.dim(1)?;
+        let labels: Vec<Vec<i64>> = rows.iter().map(|r| r.labels.clone()).collect();
+        let target = label_tensor(&labels, t, &self.device)?;
+        let logits = net.forward(&b.input_ids, &b.token_type_ids, &b.attention_mask)?;
+        let loss = net.loss(&logits, &target, &CrossEntropyOptions::default())?;
+        Ok((logits, loss, labels))
+    }
+}
+
+/// Distillation scores the labelled pieces: the rows the task's loss averages over.
+impl LogitsData for NerData {
+    fn train_logits_and_loss(
+        &self,
+        net: &dyn TokenClassifier,
+        indices: &[usize],
+    ) -> Result<(Tensor, Tensor)> {
+        let (logits, loss, labels) = self.forward_train(net, indices)?;
+        let (b, t, c) = logits.dims3()?;
+        // Flat positions of the labelled pieces, window after window.
+        let at: Vec<u32> = labels
+            .iter()
+            .enumerate()
+            .flat_map(|(w, l)| {
+                l.iter()
+                    .enumerate()
+                    .filter(|(_, &x)| x != IGNORE)
+                    .map(move |(j, _)| (w * t + j) as u32)
+            })
+            .collect();
+        let at = Tensor::new(at, logits.device())?;
+        Ok((logits.reshape((b * t, c))?.index_select(&at, 0)?, loss))
+    }
+
+    fn rows_of(&self, i: usize) -> usize {
+        self.train[i]
+            .labels
+            .iter()
+            .filter(|&&l| l != IGNORE)
+            .count()
+    }
+
+    fn train_fingerprint(&self) -> u32 {
+        let mut h = crc32fast::Hasher::new();
+        for r in &self.train {
+            for id in &r.ids {
+                h.update(&id.to_le_bytes());
+            }
+            for l in &r.labels {
+                h.update(&l.to_le_bytes());
+            }
+            h.update(b"|");
+        }
+        h.finalize()
+    }
+
+    fn label_names(&self) -> &[String] {
+        &self.labels
+    }
+
+    fn scoring_batch_size(&self) -> usize {
+        self.eval_batch_size
+    }
+}
+
 impl TrainingData for NerData {
     type Net = dyn TokenClassifier;
 
@@ -360,14 +439,7 @@ impl TrainingData for NerData {
     }
 
     fn training_loss(&self, net: &Self::Net, indices: &[usize]) -> Result<Tensor> {
-        let rows: Vec<&TrainRow> = indices.iter().map(|&i| &self.train[i]).collect();
-        let ids: Vec<&[u32]> = rows.iter().map(|r| r.ids.as_slice()).collect();
-        let b = pad_ids(&ids, &[], self.tokenizer.pad_id(), &self.device)?;
-        let t = b.input_ids.dim(1)?;
-        let labels: Vec<Vec<i64>> = rows.iter().map(|r| r.labels.clone()).collect();
-        let target = label_tensor(&labels, t, &self.device)?;
-        let logits = net.forward(&b.input_ids, &b.token_type_ids, &b.attention_mask)?;
-        Ok(net.loss(&logits, &target, &CrossEntropyOptions::default())?)
+        Ok(self.forward_train(net, indices)?.1)
     }
 
     fn evaluate(&self, net: &Self::Net, max_batches: Option<usize>) -> Result<Metrics> {
