@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
@@ -12,7 +12,9 @@ use crate::callbacks::{MetricsPlot, ProgressBar, SaveRecipe};
 use hone_core::distributed::{Communicator, Launch};
 use hone_core::model::Model;
 use hone_core::runtime::{set_tf32, DeviceSpec};
-use hone_core::training::{InjectedFault, Precision, Trainer, TrainingArguments, TrainingData};
+use hone_core::training::{
+    faults, InjectedFault, Precision, Trainer, TrainingArguments, TrainingData,
+};
 
 /// Flags of every command that runs a training recipe.
 #[derive(Args, Debug)]
@@ -91,8 +93,10 @@ fn train_on_rank<R: Serialize, D: TrainingData>(
     fault: Option<InjectedFault>,
     comm: &Arc<dyn Communicator>,
 ) -> Result<()> {
+    let mut trainer = Trainer::new(training.clone(), model, data);
+    trainer.set_communicator(comm.clone());
     // A batch that cannot fit is refused before the output directory is touched.
-    Trainer::new(training.clone(), model, data).check_memory()?;
+    trainer.check_memory()?;
     if comm.is_main() {
         Trainer::<D>::prepare_output_dir(training, resume)?;
     }
@@ -106,14 +110,8 @@ fn train_on_rank<R: Serialize, D: TrainingData>(
             training.per_device_train_batch_size
         );
     }
-    let mut trainer = Trainer::new(training.clone(), model, data);
-    trainer.set_communicator(comm.clone());
-    // A test hook: stop as if interrupted after N updates, checkpoint written (the resume
-    // tests of multi-rank runs, where a kill would race the ranks).
-    if let Ok(n) = std::env::var("HONE_INTERRUPT_AFTER_STEPS") {
-        trainer.args.interrupt_after_steps = Some(n.parse().with_context(|| {
-            format!("HONE_INTERRUPT_AFTER_STEPS={n:?} is not a number of updates")
-        })?);
+    if let Some(n) = faults::interrupt_after_steps_from_env()? {
+        trainer.args.interrupt_after_steps = Some(n);
     }
     // Written once training begins: a resume refused (a damaged checkpoint) changes nothing.
     trainer.add_callback(SaveRecipe {

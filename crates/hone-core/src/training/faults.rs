@@ -49,6 +49,19 @@ impl InjectedFault {
     }
 }
 
+/// A test hook: `HONE_INTERRUPT_AFTER_STEPS=N` stops a run as if interrupted after update N,
+/// its checkpoint written (the resume tests of multi-rank runs, where a kill would race the
+/// ranks).
+pub fn interrupt_after_steps_from_env() -> Result<Option<usize>> {
+    const ENV: &str = "HONE_INTERRUPT_AFTER_STEPS";
+    match std::env::var(ENV) {
+        Ok(n) => Ok(Some(n.parse().with_context(|| {
+            format!("{ENV}={n:?} is not a number of updates")
+        })?)),
+        Err(_) => Ok(None),
+    }
+}
+
 impl FromStr for InjectedFault {
     type Err = anyhow::Error;
 
