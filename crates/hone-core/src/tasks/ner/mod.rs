@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::distill::{DistillArgs, LogitsData};
 use super::{FinetuneTask, ModelArgs, PeftArgs};
+use crate::distributed::{self, Communicator};
 use crate::model::{Head, Model, TokenClassifier};
 use crate::ops::CrossEntropyOptions;
 use crate::tasks::classification::argmax;
@@ -309,32 +310,71 @@ impl NerData {
         net: &dyn TokenClassifier,
         max_sentences: Option<usize>,
     ) -> Result<(Vec<Vec<String>>, f64)> {
-        let n = max_sentences
-            .unwrap_or(usize::MAX)
-            .min(self.valid_gold.len());
+        let n = self.scored_sentences(max_sentences);
         let which: Vec<usize> = (0..self.valid.windows.len())
             .filter(|&w| self.valid.windows[w].0 < n)
             .collect();
+        let run = self.run_validation_windows(net, &which)?;
+        Ok(self.decode(n, &run))
+    }
+
+    /// How many validation sentences an evaluation limited to `max_sentences` scores.
+    fn scored_sentences(&self, max_sentences: Option<usize>) -> usize {
+        max_sentences
+            .unwrap_or(usize::MAX)
+            .min(self.valid_gold.len())
+    }
+
+    fn run_validation_windows(
+        &self,
+        net: &dyn TokenClassifier,
+        which: &[usize],
+    ) -> Result<WindowRun> {
         let labels = |w: usize| {
             let s = self.valid.windows[w].0;
             self.valid
                 .labels(w, &self.valid_label_ids[s], self.b_to_i.as_deref())
         };
-        let run = run_windows(
+        run_windows(
             net,
             &self.valid,
-            &which,
+            which,
             Some(&labels),
             self.eval_batch_size,
             self.tokenizer.pad_id(),
             &self.device,
-        )?;
+        )
+    }
+
+    /// The first `n` sentences' tags from their windows' logits, and the mean loss.
+    fn decode(&self, n: usize, run: &WindowRun) -> (Vec<Vec<String>>, f64) {
         let merged = self.valid.merge(0..n, &run.logits);
         let preds = word_predictions(&merged);
-        Ok((
+        (
             tags_of(&preds, &self.labels),
             run.loss_sum / run.n_labelled.max(1) as f64,
-        ))
+        )
+    }
+
+    /// seqeval's entity-level scores of `pred` (the first sentences) and the loss.
+    fn metrics_of(&self, pred: &[Vec<String>], loss: f64) -> Result<Metrics> {
+        let gold = &self.valid_gold[..pred.len()];
+        let (report, accuracy) = entity_report(gold, pred, Mode::Default)?;
+        let mut m = Metrics::new();
+        m.insert("f1".into(), report.micro_avg.f1);
+        m.insert("precision".into(), report.micro_avg.precision);
+        m.insert("recall".into(), report.micro_avg.recall);
+        m.insert("accuracy".into(), accuracy);
+        m.insert("loss".into(), loss);
+        if self.entity_level_metrics {
+            for (ty, r) in &report.per_type {
+                m.insert(format!("{ty}_precision"), r.precision);
+                m.insert(format!("{ty}_recall"), r.recall);
+                m.insert(format!("{ty}_f1"), r.f1);
+                m.insert(format!("{ty}_number"), r.support as f64);
+            }
+        }
+        Ok(m)
     }
 }
 
@@ -446,23 +486,63 @@ impl TrainingData for NerData {
         // A batch limit counts sentences, so every scored sentence is scored whole.
         let max_sentences = max_batches.map(|m| m * self.eval_batch_size.max(1));
         let (pred, loss) = self.predict_validation(net, max_sentences)?;
-        let gold = &self.valid_gold[..pred.len()];
-        let (report, accuracy) = entity_report(gold, &pred, Mode::Default)?;
-        let mut m = Metrics::new();
-        m.insert("f1".into(), report.micro_avg.f1);
-        m.insert("precision".into(), report.micro_avg.precision);
-        m.insert("recall".into(), report.micro_avg.recall);
-        m.insert("accuracy".into(), accuracy);
-        m.insert("loss".into(), loss);
-        if self.entity_level_metrics {
-            for (ty, r) in &report.per_type {
-                m.insert(format!("{ty}_precision"), r.precision);
-                m.insert(format!("{ty}_recall"), r.recall);
-                m.insert(format!("{ty}_f1"), r.f1);
-                m.insert(format!("{ty}_number"), r.support as f64);
+        self.metrics_of(&pred, loss)
+    }
+
+    /// Each rank runs the windows of every `world_size`-th sentence; the windows' logits
+    /// (zeros where a rank did not run them) and the loss sums are summed across ranks, so
+    /// every rank decodes and scores the whole set.
+    fn evaluate_sharded(
+        &self,
+        net: &Self::Net,
+        max_batches: Option<usize>,
+        comm: &dyn Communicator,
+    ) -> Result<Metrics> {
+        if distributed::alone(comm) {
+            return self.evaluate(net, max_batches);
+        }
+        let n = self.scored_sentences(max_batches.map(|m| m * self.eval_batch_size.max(1)));
+        let windows = &self.valid.windows;
+        let mine: Vec<usize> = (0..windows.len())
+            .filter(|&w| windows[w].0 < n && windows[w].0 % comm.world_size() == comm.rank())
+            .collect();
+        let run = self.run_validation_windows(net, &mine)?;
+        // Window w's rows start at offsets[w] (rows: its input ids; none past sentence n).
+        let c = self.labels.len();
+        let mut offsets = vec![0usize; windows.len() + 1];
+        for w in 0..windows.len() {
+            let rows = if windows[w].0 < n {
+                self.valid.input_ids(w).len()
+            } else {
+                0
+            };
+            offsets[w + 1] = offsets[w] + rows;
+        }
+        let total = offsets[windows.len()] * c;
+        let mut flat = vec![0f64; total + 2];
+        for &w in &mine {
+            for (r, row) in run.logits[w].iter().enumerate() {
+                for (j, &x) in row.iter().enumerate() {
+                    flat[(offsets[w] + r) * c + j] = x as f64;
+                }
             }
         }
-        Ok(m)
+        (flat[total], flat[total + 1]) = (run.loss_sum, run.n_labelled as f64);
+        distributed::all_reduce_f64(comm, &mut flat)?;
+        let logits: Vec<Vec<Vec<f32>>> = (0..windows.len())
+            .map(|w| {
+                (offsets[w]..offsets[w + 1])
+                    .map(|r| flat[r * c..(r + 1) * c].iter().map(|&x| x as f32).collect())
+                    .collect()
+            })
+            .collect();
+        let all = WindowRun {
+            logits,
+            loss_sum: flat[total],
+            n_labelled: flat[total + 1].round() as usize,
+        };
+        let (pred, loss) = self.decode(n, &all);
+        self.metrics_of(&pred, loss)
     }
 
     fn save_extras(&self, dir: &Path) -> Result<()> {
