@@ -15,6 +15,7 @@ use hone_metrics::chrf::Chrf;
 use serde::{Deserialize, Serialize};
 
 use super::{FinetuneTask, PeftArgs};
+use crate::distributed::{self, Communicator};
 use crate::inference::translate::{generate_seq2seq, TranslationConfig};
 use crate::model::{
     Head, MarianConfig, MarianSizes, Model, ModelConfig, ModelDir, Seq2SeqLm, Seq2SeqTokens,
@@ -359,6 +360,56 @@ impl TranslationData {
         ])
     }
 
+    /// The validation pairs in evaluation batches, the first `max_batches` of them if given.
+    fn validation_batches(&self, max_batches: Option<usize>) -> impl Iterator<Item = &[Pair]> {
+        self.valid
+            .chunks(self.eval_batch_size.max(1))
+            .take(max_batches.unwrap_or(usize::MAX))
+    }
+
+    /// Teacher-forced cross-entropy of `chunk` summed over its target tokens, and their
+    /// count.
+    fn chunk_loss(&self, net: &dyn Seq2SeqLm, chunk: &[Pair]) -> Result<(f64, f64)> {
+        let pairs: Vec<&Pair> = chunk.iter().collect();
+        let [ids, mask, decoder_ids, labels] = self.batch(net, &pairs)?;
+        let logits = net.forward(&ids, &mask, &decoder_ids)?;
+        let n: usize = chunk.iter().map(|p| p.target.len()).sum();
+        let loss = net.loss(&logits, &labels, 0.0)?.to_scalar::<f32>()? as f64;
+        Ok((loss * n as f64, n as f64))
+    }
+
+    /// The recipe's decoding of `chunk`'s sources: token ids per sentence.
+    fn chunk_translations(&self, net: &dyn Seq2SeqLm, chunk: &[Pair]) -> Result<Vec<Vec<u32>>> {
+        let sources: Vec<&[u32]> = chunk.iter().map(|p| p.source.as_slice()).collect();
+        let batch = pad_ids(&sources, &[], net.tokens().pad, &self.device)?;
+        let hyps = generate_seq2seq(
+            net,
+            &batch.input_ids,
+            &batch.attention_mask,
+            &self.generation,
+        )?;
+        Ok(hyps.into_iter().map(|h| h.ids).collect())
+    }
+
+    /// Loss, perplexity, BLEU and chrF of the first `hyps.len()` validation sentences.
+    fn metrics_of(&self, loss: f64, hyps: Vec<String>) -> Result<Metrics> {
+        let refs = vec![self.valid_references[..hyps.len()].to_vec()];
+        let bleu = Bleu::new(BleuConfig::default()).corpus_score(&hyps, &refs)?;
+        let chrf = Chrf::default().corpus_score(&hyps, &refs)?;
+        for (hyp, reference) in hyps.iter().zip(&refs[0]).take(3) {
+            tracing::info!("sample: {hyp:?} (reference {reference:?})");
+        }
+        Ok(Metrics::from([
+            ("loss".to_string(), loss),
+            (
+                "perplexity".to_string(),
+                hone_metrics::perplexity::perplexity(loss),
+            ),
+            ("bleu".to_string(), bleu.score),
+            ("chrf".to_string(), chrf.score),
+        ]))
+    }
+
     /// Decode every validation source (or the first batches) with the recipe's settings.
     pub fn translate_validation(
         &self,
@@ -366,20 +417,9 @@ impl TranslationData {
         max_batches: Option<usize>,
     ) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        for chunk in self
-            .valid
-            .chunks(self.eval_batch_size)
-            .take(max_batches.unwrap_or(usize::MAX))
-        {
-            let sources: Vec<&[u32]> = chunk.iter().map(|p| p.source.as_slice()).collect();
-            let batch = pad_ids(&sources, &[], net.tokens().pad, &self.device)?;
-            for hyp in generate_seq2seq(
-                net,
-                &batch.input_ids,
-                &batch.attention_mask,
-                &self.generation,
-            )? {
-                out.push(self.tokenizer.decode(&hyp.ids, true)?);
+        for chunk in self.validation_batches(max_batches) {
+            for ids in self.chunk_translations(net, chunk)? {
+                out.push(self.tokenizer.decode(&ids, true)?);
             }
         }
         Ok(out)
@@ -491,33 +531,70 @@ impl TrainingData for TranslationData {
     /// Loss and perplexity (plain cross-entropy per target token), and BLEU (sacrebleu's 13a)
     /// and chrF2 of the decoded validation sentences against their references.
     fn evaluate(&self, net: &Self::Net, max_batches: Option<usize>) -> Result<Metrics> {
-        let (mut loss_sum, mut tokens) = (0.0, 0usize);
-        let batches = self.valid.chunks(self.eval_batch_size);
-        for chunk in batches.take(max_batches.unwrap_or(usize::MAX)) {
-            let pairs: Vec<&Pair> = chunk.iter().collect();
-            let [ids, mask, decoder_ids, labels] = self.batch(net, &pairs)?;
-            let logits = net.forward(&ids, &mask, &decoder_ids)?;
-            let n: usize = chunk.iter().map(|p| p.target.len()).sum();
-            loss_sum += net.loss(&logits, &labels, 0.0)?.to_scalar::<f32>()? as f64 * n as f64;
-            tokens += n;
+        let (mut loss_sum, mut tokens) = (0.0, 0.0);
+        let mut hyps = Vec::new();
+        for chunk in self.validation_batches(max_batches) {
+            let (l, n) = self.chunk_loss(net, chunk)?;
+            (loss_sum, tokens) = (loss_sum + l, tokens + n);
+            for ids in self.chunk_translations(net, chunk)? {
+                hyps.push(self.tokenizer.decode(&ids, true)?);
+            }
         }
-        let loss = loss_sum / tokens.max(1) as f64;
-        let hyps = self.translate_validation(net, max_batches)?;
-        let refs = vec![self.valid_references[..hyps.len()].to_vec()];
-        let bleu = Bleu::new(BleuConfig::default()).corpus_score(&hyps, &refs)?;
-        let chrf = Chrf::default().corpus_score(&hyps, &refs)?;
-        for (hyp, reference) in hyps.iter().zip(&refs[0]).take(3) {
-            tracing::info!("sample: {hyp:?} (reference {reference:?})");
+        self.metrics_of(loss_sum / tokens.max(1.0), hyps)
+    }
+
+    /// Rank r scores and decodes every `world_size`-th validation batch; the loss sums and
+    /// the hypotheses' token ids (zeros where a rank did not decode) are summed across
+    /// ranks, so every rank scores the whole set. Decoding dominates an evaluation.
+    fn evaluate_sharded(
+        &self,
+        net: &Self::Net,
+        max_batches: Option<usize>,
+        comm: &dyn Communicator,
+    ) -> Result<Metrics> {
+        if distributed::alone(comm) {
+            return self.evaluate(net, max_batches);
         }
-        Ok(Metrics::from([
-            ("loss".to_string(), loss),
-            (
-                "perplexity".to_string(),
-                hone_metrics::perplexity::perplexity(loss),
-            ),
-            ("bleu".to_string(), bleu.score),
-            ("chrf".to_string(), chrf.score),
-        ]))
+        let batches: Vec<&[Pair]> = self.validation_batches(max_batches).collect();
+        let n: usize = batches.iter().map(|b| b.len()).sum();
+        // Per sentence: its length, then up to `width - 1` ids (a hypothesis has at most
+        // max_new_tokens ids and the forced end). Then the loss sum and the token count.
+        let width = self.generation.max_new_tokens + 3;
+        let mut flat = vec![0f64; n * width + 2];
+        let mut first = 0;
+        for (b, chunk) in batches.iter().enumerate() {
+            if b % comm.world_size() == comm.rank() {
+                let (l, t) = self.chunk_loss(net, chunk)?;
+                flat[n * width] += l;
+                flat[n * width + 1] += t;
+                for (k, ids) in self.chunk_translations(net, chunk)?.into_iter().enumerate() {
+                    let row = &mut flat[(first + k) * width..(first + k + 1) * width];
+                    if ids.len() >= width {
+                        bail!(
+                            "a hypothesis of {} tokens is longer than max_new_tokens allows",
+                            ids.len()
+                        )
+                    }
+                    row[0] = ids.len() as f64;
+                    for (slot, &id) in row[1..].iter_mut().zip(&ids) {
+                        *slot = id as f64;
+                    }
+                }
+            }
+            first += chunk.len();
+        }
+        distributed::all_reduce_f64(comm, &mut flat)?;
+        let hyps = (0..n)
+            .map(|i| {
+                let row = &flat[i * width..(i + 1) * width];
+                let ids: Vec<u32> = row[1..1 + row[0] as usize]
+                    .iter()
+                    .map(|&x| x as u32)
+                    .collect();
+                self.tokenizer.decode(&ids, true)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.metrics_of(flat[n * width] / flat[n * width + 1].max(1.0), hyps)
     }
 
     /// The tokenizer, and a generation_config.json with the recipe's decoding settings and
