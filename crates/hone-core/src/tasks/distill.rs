@@ -199,50 +199,19 @@ where
     }
 
     /// The hidden-state and attention terms, weighted, from both passes' recordings.
-    fn intermediate_loss(&self, student: &Taps, teacher: &Taps) -> Result<Option<Tensor>> {
-        let mut total: Option<Tensor> = None;
-        let mut add = |t: Tensor| -> Result<()> {
-            total = Some(match total.take() {
-                Some(acc) => (acc + t)?,
-                None => t,
-            });
-            Ok(())
-        };
+    fn intermediate_loss(&self, student: &Taps, teacher: &Taps) -> Result<Tensor> {
         let mask = student
             .attention_mask
             .as_ref()
             .context("[distill] the student recorded no attention mask: hidden-state and attention terms are built for BERT-family encoders")?
             .to_dtype(DType::F32)?;
+        let mut total = Tensor::zeros((), DType::F32, mask.device())?;
         if self.args.hidden_weight > 0.0 {
             // [B, T, 1]: real tokens only.
             let w = mask.unsqueeze(2)?;
-            let mut sum: Option<Tensor> = None;
-            for &[i, j] in &self.args.hidden_layers {
-                let s = pick(
-                    &student.hidden_states,
-                    i,
-                    "hidden_layers",
-                    "student",
-                    "hidden states",
-                )?;
-                let t = pick(
-                    &teacher.hidden_states,
-                    j,
-                    "hidden_layers",
-                    "teacher",
-                    "hidden states",
-                )?;
-                if s.dims() != t.dims() {
-                    bail!("[distill] hidden_layers [{i}, {j}]: student {:?} and teacher {:?} differ in shape", s.dims(), t.dims())
-                }
-                let term = masked_mse(s, t, &w)?;
-                sum = Some(match sum {
-                    Some(a) => (a + term)?,
-                    None => term,
-                });
-            }
-            let n = self.args.hidden_layers.len() as f64;
-            add((sum.expect("pairs checked") * (self.args.hidden_weight / n))?)?;
+            let (s, t) = (&student.hidden_states, &teacher.hidden_states);
+            let term = mean_paired_mse(&self.args.hidden_layers, s, t, &w, "hidden_layers")?;
+            total = (total + (term * self.args.hidden_weight)?)?;
         }
         if self.args.attention_weight > 0.0 {
             // [B, 1, Tq, Tk]: pairs of real tokens.
@@ -250,48 +219,45 @@ where
                 .unsqueeze(2)?
                 .broadcast_mul(&mask.unsqueeze(1)?)?
                 .unsqueeze(1)?;
-            let mut sum: Option<Tensor> = None;
-            for &[i, j] in &self.args.attention_layers {
-                let s = pick(
-                    &student.attentions,
-                    i,
-                    "attention_layers",
-                    "student",
-                    "attention maps",
-                )?;
-                let t = pick(
-                    &teacher.attentions,
-                    j,
-                    "attention_layers",
-                    "teacher",
-                    "attention maps",
-                )?;
-                if s.dims() != t.dims() {
-                    bail!("[distill] attention_layers [{i}, {j}]: student {:?} and teacher {:?} differ in shape (heads)", s.dims(), t.dims())
-                }
-                let term = masked_mse(s, t, &w)?;
-                sum = Some(match sum {
-                    Some(a) => (a + term)?,
-                    None => term,
-                });
-            }
-            let n = self.args.attention_layers.len() as f64;
-            add((sum.expect("pairs checked") * (self.args.attention_weight / n))?)?;
+            let (s, t) = (&student.attentions, &teacher.attentions);
+            let term = mean_paired_mse(&self.args.attention_layers, s, t, &w, "attention_layers")?;
+            total = (total + (term * self.args.attention_weight)?)?;
         }
         Ok(total)
     }
 }
 
-/// Recording `i` of `which` (a [distill] key names the pair), or an error saying how many
-/// there are.
-fn pick<'a>(taps: &'a [Tensor], i: usize, key: &str, who: &str, what: &str) -> Result<&'a Tensor> {
-    taps.get(i).with_context(|| {
-        format!(
-            "[distill] {key}: the {who} has {} {what} (0 to {}), not {i}",
-            taps.len(),
-            taps.len().saturating_sub(1)
-        )
-    })
+/// The mean over `[student, teacher]` pairs of [`masked_mse`] between the student's and the
+/// teacher's recordings (hidden states or attention maps; `key` names the recipe's list).
+fn mean_paired_mse(
+    pairs: &[[usize; 2]],
+    student: &[Tensor],
+    teacher: &[Tensor],
+    weight: &Tensor,
+    key: &str,
+) -> Result<Tensor> {
+    let pick = |taps: &'_ [Tensor], i: usize, who: &str| -> Result<Tensor> {
+        taps.get(i).cloned().with_context(|| {
+            format!(
+                "[distill] {key}: the {who} has {} recordings (0 to {}), not {i}",
+                taps.len(),
+                taps.len().saturating_sub(1)
+            )
+        })
+    };
+    let mut sum = Tensor::zeros((), DType::F32, weight.device())?;
+    for &[i, j] in pairs {
+        let (s, t) = (pick(student, i, "student")?, pick(teacher, j, "teacher")?);
+        if s.dims() != t.dims() {
+            bail!(
+                "[distill] {key} [{i}, {j}]: student {:?} and teacher {:?} differ in shape",
+                s.dims(),
+                t.dims()
+            )
+        }
+        sum = (sum + masked_mse(&s, &t, weight)?)?;
+    }
+    Ok((sum / pairs.len().max(1) as f64)?)
 }
 
 /// The teacher's logits over every training example's rows, with each example's first
@@ -433,10 +399,7 @@ where
         if !intermediates {
             return Ok(loss);
         }
-        match self.intermediate_loss(&student_taps, &teacher_taps)? {
-            Some(extra) => Ok((loss + extra)?),
-            None => Ok(loss),
-        }
+        Ok((loss + self.intermediate_loss(&student_taps, &teacher_taps)?)?)
     }
 
     fn evaluate(&self, net: &Self::Net, max_batches: Option<usize>) -> Result<Metrics> {
