@@ -445,24 +445,52 @@ fn a_failing_rank_stops_every_rank() {
     std::fs::remove_dir_all(&tmp).unwrap();
 }
 
-/// `hone [launch --nproc N --] finetune` of a CoNLL-2003 tagger: 6 updates of 16 windows
-/// (8 a rank on 2 ranks), evaluated at 3 and 6 on 40 sentences, dropout off.
-fn finetune_ner(ranks: usize, model: &Path, out: &Path) {
-    let data = shared_dir().join("data/conll2003/train.txt");
+/// `hone [launch --nproc N --] finetune --config RECIPE --set ...`, which must succeed.
+fn finetune_on(ranks: usize, recipe: &str, sets: &[String]) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_hone"));
     c.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     c.env("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
     if ranks > 1 {
         c.args(["launch", "--nproc", &ranks.to_string(), "--"]);
     }
-    c.args([
-        "finetune",
-        "--config",
-        "examples/conll2003.toml",
-        "--log",
-        "warn",
-    ]);
-    for kv in [
+    c.args(["finetune", "--config", recipe, "--log", "warn"]);
+    for kv in sets {
+        c.args(["--set", kv]);
+    }
+    let output = c.output().unwrap();
+    assert!(
+        output.status.success(),
+        "hone ({ranks} ranks) failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Two runs end with the same weights (1e-6) and log the same `keys` at the same steps
+/// (1e-5 relative).
+fn assert_same_run(one: &Path, two: &Path, keys: &[&str]) {
+    let (a, b) = (weights(one), weights(two));
+    for (name, x) in &a {
+        let d = max_abs_diff(x, &b[name]);
+        assert!(d <= 1e-6, "weights differ by {d} in `{name}`");
+    }
+    for key in keys {
+        let (l1, l2) = (logged(one, key), logged(two, key));
+        assert!(!l1.is_empty(), "{key} logged");
+        assert_eq!(l1.len(), l2.len(), "{key}");
+        for ((s, x), (_, y)) in l1.iter().zip(&l2) {
+            assert!(
+                (x - y).abs() <= 1e-5 * x.abs().max(1.0),
+                "{key} at step {s}: {x} vs {y}"
+            );
+        }
+    }
+}
+
+/// A CoNLL-2003 tagger: 6 updates of 16 windows (8 a rank on 2 ranks), evaluated at 3 and
+/// 6 on 40 sentences, dropout off.
+fn finetune_ner(ranks: usize, model: &Path, out: &Path) {
+    let data = shared_dir().join("data/conll2003/train.txt");
+    let sets = [
         format!("model.model_name_or_path={model:?}"),
         "model.classifier_dropout=0.0".into(),
         format!("data.train_file={data:?}"),
@@ -481,15 +509,8 @@ fn finetune_ner(ranks: usize, model: &Path, out: &Path) {
         "logging_steps=1".into(),
         "progress=false".into(),
         format!("output_dir={out:?}"),
-    ] {
-        c.args(["--set", &kv]);
-    }
-    let output = c.output().unwrap();
-    assert!(
-        output.status.success(),
-        "hone ({ranks} ranks) failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    ];
+    finetune_on(ranks, "examples/conll2003.toml", &sets);
 }
 
 /// Token classification on 2 ranks: each shard's loss is weighted by its labelled pieces,
@@ -502,46 +523,19 @@ fn ner_on_two_ranks_matches_one_process_with_sharded_evaluation() {
     let (one, two) = (tmp.join("one"), tmp.join("two"));
     finetune_ner(1, &model, &one);
     finetune_ner(2, &model, &two);
-    let (a, b) = (weights(&one), weights(&two));
-    for (name, x) in &a {
-        let d = max_abs_diff(x, &b[name]);
-        assert!(d <= 1e-6, "weights differ by {d} in `{name}`");
-    }
-    for key in ["loss", "grad_norm", "eval_loss", "eval_f1", "eval_accuracy"] {
-        let (l1, l2) = (logged(&one, key), logged(&two, key));
-        assert!(!l1.is_empty(), "{key} logged");
-        assert_eq!(l1.len(), l2.len(), "{key}");
-        for ((s, x), (_, y)) in l1.iter().zip(&l2) {
-            assert!(
-                (x - y).abs() <= 1e-5 * x.abs().max(1.0),
-                "{key} at step {s}: {x} vs {y}"
-            );
-        }
-    }
+    let keys = ["loss", "grad_norm", "eval_loss", "eval_f1", "eval_accuracy"];
+    assert_same_run(&one, &two, &keys);
     // The scores are not trivial: some entities were found by step 6.
     assert!(logged(&one, "eval_f1").last().unwrap().1 > 0.0);
     std::fs::remove_dir_all(&tmp).unwrap();
 }
 
-/// `hone [launch --nproc N --] finetune` of a tiny Marian model from scratch on 300
-/// Multi30k pairs: 6 updates of 1,024 padded tokens (512 a rank on 2 ranks), evaluated at
-/// 3 and 6 on 24 pairs with greedy decoding, dropout off.
+/// A tiny Marian model from scratch on 300 Multi30k pairs: 6 updates of 1,024 padded
+/// tokens (512 a rank on 2 ranks), evaluated at 3 and 6 on 24 pairs with greedy decoding,
+/// dropout off.
 fn finetune_translation(ranks: usize, out: &Path) {
     let data = shared_dir().join("data/multi30k");
-    let mut c = Command::new(env!("CARGO_BIN_EXE_hone"));
-    c.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-    c.env("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
-    if ranks > 1 {
-        c.args(["launch", "--nproc", &ranks.to_string(), "--"]);
-    }
-    c.args([
-        "finetune",
-        "--config",
-        "examples/multi30k-de-en.toml",
-        "--log",
-        "warn",
-    ]);
-    for kv in [
+    let mut sets = vec![
         format!("data.train_source={:?}", data.join("train.de")),
         format!("data.train_target={:?}", data.join("train.en")),
         format!("data.validation_source={:?}", data.join("val.de")),
@@ -549,16 +543,22 @@ fn finetune_translation(ranks: usize, out: &Path) {
         "data.max_train_samples=300".into(),
         "data.max_eval_samples=24".into(),
         "model.tokenizer_vocab_size=600".into(),
-        "model.config.d_model=32".into(),
-        "model.config.encoder_layers=1".into(),
-        "model.config.decoder_layers=1".into(),
-        "model.config.encoder_attention_heads=2".into(),
-        "model.config.decoder_attention_heads=2".into(),
-        "model.config.encoder_ffn_dim=64".into(),
-        "model.config.decoder_ffn_dim=64".into(),
-        "model.config.dropout=0.0".into(),
-        "model.config.attention_dropout=0.0".into(),
-        "model.config.activation_dropout=0.0".into(),
+    ];
+    for (k, v) in [
+        ("d_model", 32),
+        ("encoder_layers", 1),
+        ("decoder_layers", 1),
+        ("encoder_attention_heads", 2),
+        ("decoder_attention_heads", 2),
+        ("encoder_ffn_dim", 64),
+        ("decoder_ffn_dim", 64),
+    ] {
+        sets.push(format!("model.config.{k}={v}"));
+    }
+    for k in ["dropout", "attention_dropout", "activation_dropout"] {
+        sets.push(format!("model.config.{k}=0.0"));
+    }
+    sets.extend([
         "generation.num_beams=1".into(),
         "generation.max_new_tokens=12".into(),
         format!("max_tokens_per_batch={}", 1024 / ranks),
@@ -570,15 +570,8 @@ fn finetune_translation(ranks: usize, out: &Path) {
         "logging_steps=1".into(),
         "progress=false".into(),
         format!("output_dir={out:?}"),
-    ] {
-        c.args(["--set", &kv]);
-    }
-    let output = c.output().unwrap();
-    assert!(
-        output.status.success(),
-        "hone ({ranks} ranks) failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    ]);
+    finetune_on(ranks, "examples/multi30k-de-en.toml", &sets);
 }
 
 /// Translation on 2 ranks: each shard's loss is weighted by its target tokens, so the
@@ -590,22 +583,8 @@ fn translation_on_two_ranks_matches_one_process_with_sharded_decoding() {
     let (one, two) = (tmp.join("one"), tmp.join("two"));
     finetune_translation(1, &one);
     finetune_translation(2, &two);
-    let (a, b) = (weights(&one), weights(&two));
-    for (name, x) in &a {
-        let d = max_abs_diff(x, &b[name]);
-        assert!(d <= 1e-6, "weights differ by {d} in `{name}`");
-    }
-    for key in ["loss", "grad_norm", "eval_loss", "eval_bleu", "eval_chrf"] {
-        let (l1, l2) = (logged(&one, key), logged(&two, key));
-        assert!(!l1.is_empty(), "{key} logged");
-        assert_eq!(l1.len(), l2.len(), "{key}");
-        for ((s, x), (_, y)) in l1.iter().zip(&l2) {
-            assert!(
-                (x - y).abs() <= 1e-5 * x.abs().max(1.0),
-                "{key} at step {s}: {x} vs {y}"
-            );
-        }
-    }
+    let keys = ["loss", "grad_norm", "eval_loss", "eval_bleu", "eval_chrf"];
+    assert_same_run(&one, &two, &keys);
     // The hypotheses are not empty: chrF counts their characters.
     assert!(logged(&one, "eval_chrf").last().unwrap().1 > 0.0);
     std::fs::remove_dir_all(&tmp).unwrap();
