@@ -20,4 +20,4 @@ if [ ! -e "$stubs/libnccl.so" ]; then
   rm -f "$c"
 fi
 cargo build --release -p hone --features nccl "$@"
-echo "built target/release/hone with CUDA and NCCL; on the GPU machine put NCCL's lib/ on LD_LIBRARY_PATH"
+echo "built ${CARGO_TARGET_DIR:-target}/release/hone with CUDA and NCCL; on the GPU machine put NCCL's lib/ on LD_LIBRARY_PATH"
