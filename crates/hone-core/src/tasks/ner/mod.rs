@@ -512,7 +512,7 @@ impl TrainingData for NerData {
         let mut offsets = vec![0usize; windows.len() + 1];
         for w in 0..windows.len() {
             let rows = if windows[w].0 < n {
-                self.valid.input_ids(w).len()
+                self.valid.window_len(w)
             } else {
                 0
             };

@@ -199,6 +199,12 @@ impl WindowedSentences {
         })
     }
 
+    /// The length of [`Self::input_ids`] of window `w`, without building them.
+    pub fn window_len(&self, w: usize) -> usize {
+        let (_, a, b) = self.windows[w];
+        self.prefix.len() + (b - a) + self.suffix.len()
+    }
+
     /// Model input ids of window `w`: special tokens around its pieces.
     pub fn input_ids(&self, w: usize) -> Vec<u32> {
         let (s, a, b) = self.windows[w];
