@@ -165,11 +165,8 @@ fn ensure_new_output(dir: &std::path::Path, what: &str) -> anyhow::Result<()> {
 
 fn init_logging(level: &str) {
     // Data-parallel ranks other than 0 report only warnings and errors: rank 0 logs the run.
-    let rank = match hone_core::distributed::Launch::from_env() {
-        Ok(hone_core::distributed::Launch::Mpi { rank, .. })
-        | Ok(hone_core::distributed::Launch::Torchrun { rank, .. }) => rank,
-        _ => 0,
-    };
+    // A malformed launch environment is reported when the run reads it; log as rank 0.
+    let rank = hone_core::distributed::Launch::from_env().map_or(0, |l| l.rank());
     let level = if rank == 0 { level } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));

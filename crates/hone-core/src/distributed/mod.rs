@@ -178,6 +178,14 @@ impl Launch {
         })
     }
 
+    /// This process's rank (0 when alone).
+    pub fn rank(&self) -> usize {
+        match self {
+            Launch::Mpi { rank, .. } | Launch::Torchrun { rank, .. } => *rank,
+            Launch::Single => 0,
+        }
+    }
+
     /// The CUDA device this rank should use: its local rank (one GPU per process).
     pub fn local_device_ordinal(&self) -> usize {
         match self {
@@ -451,6 +459,13 @@ mod tests {
                 master_addr: "10.0.0.2".into(),
                 master_port: 29500
             }
+        );
+        let rank = |v: &[(&str, &str)]| Launch::from_vars(vars(v)).unwrap().rank();
+        assert_eq!(rank(&[]), 0);
+        assert_eq!(rank(&[("PMI_RANK", "1"), ("PMI_SIZE", "2")]), 1);
+        assert_eq!(
+            rank(&[("RANK", "3"), ("WORLD_SIZE", "8"), ("MASTER_PORT", "1")]),
+            3
         );
         let err = Launch::from_vars(vars(&[("RANK", "0"), ("WORLD_SIZE", "2")])).unwrap_err();
         assert!(err.to_string().contains("MASTER_PORT"), "{err}");
