@@ -2,13 +2,14 @@
 # Distillation against its control, on SST-2: the 3-layer student of examples/sst2-distill.toml
 # trained against TEACHER (alpha 0.5, T 2) and the same student without it (alpha 0), side by
 # side with one thread each, then the teacher's and both students' validation accuracy and
-# forward speed (scripts/compression-speed.sh). Extra arguments are --set overrides for both
+# forward speed (scripts/compression-speed.sh), then the two students sentence by sentence
+# (scripts/paired-accuracy.py). Extra arguments are --set overrides for both
 # students (e.g. --set data.max_train_samples=4000).
 # Usage: scripts/distill-compare.sh TEACHER_DIR OUT_PREFIX [--set KEY=VALUE ...]
 #   env: HONE (a built hone binary; default: build one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 2 ] || { sed -n '2,7p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,9p' "$0"; exit 2; }
 teacher=$1 out=$2
 shift 2
 hone=${HONE:-}
@@ -36,3 +37,11 @@ for a in 0.5 0; do
     "$out-a$a.json" "alpha=$a"
 done
 HONE=$hone scripts/compression-speed.sh "$teacher" "$out-a0.5" "$out-a0"
+# Sentence by sentence: which validation sentences only one student gets right, and whether
+# the split is more uneven than chance (McNemar).
+for a in 0.5 0; do
+  "$hone" predict "$out-a$a" --input ../shared/data/sst2/validation.tsv --text-column sentence \
+    --log warn > "$out-a$a.predictions.jsonl"
+done
+python3 scripts/paired-accuracy.py ../shared/data/sst2/validation.tsv \
+  "$out-a0.5.predictions.jsonl" "$out-a0.predictions.jsonl"
