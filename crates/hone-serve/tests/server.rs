@@ -23,6 +23,16 @@ use hone_core::tokenization::TextTokenizer;
 use hone_serve::ServeOptions;
 use support::{close, temp_dir, with_base, Server};
 
+/// The routes that take a JSON body (TEI's, TGI's and hone's own).
+const POST_ROUTES: [&str; 6] = [
+    "/embed",
+    "/predict",
+    "/tokenize",
+    "/ner",
+    "/generate",
+    "/generate_stream",
+];
+
 /// The tiny GPT-2 fixture with a byte-level BPE of exactly its 300 ids.
 fn tiny_gpt2_with_tokenizer() -> PathBuf {
     let dir = temp_dir("gpt2");
@@ -204,14 +214,7 @@ async fn embeddings_and_predictions_match_transformers_and_peft() {
     assert!(metrics.contains(r#"hone_batch_size_count{model="lora-minilm-sst2"}"#));
     let (_, doc) = server.get("/openapi.json").await;
     let doc: Value = serde_json::from_str(&doc).unwrap();
-    for route in [
-        "/embed",
-        "/predict",
-        "/tokenize",
-        "/ner",
-        "/generate",
-        "/generate_stream",
-    ] {
+    for route in POST_ROUTES {
         assert!(doc["paths"][route].is_object(), "{route} documented");
     }
 }

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use super::common::{fixture, minilm_dir};
 use super::support::Server;
-use super::tiny_gpt2_with_tokenizer;
+use super::{tiny_gpt2_with_tokenizer, POST_ROUTES};
 use hone_serve::ServeOptions;
 
 /// A request whose fields have the right types and random values.
@@ -128,17 +128,9 @@ async fn hostile_bodies_never_crash_the_server_or_get_a_500() {
     )
     .await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(19);
-    let routes = [
-        "/embed",
-        "/predict",
-        "/tokenize",
-        "/ner",
-        "/generate",
-        "/generate_stream",
-    ];
     let mut statuses = std::collections::BTreeMap::new();
     for i in 0..1200 {
-        let route = routes[i % routes.len()];
+        let route = POST_ROUTES[i % POST_ROUTES.len()];
         let body = match rng.gen_range(0..12) {
             // Well-typed fields with hostile values: the checks past the parser.
             2..=6 => typed_request(&mut rng).to_string().into_bytes(),
