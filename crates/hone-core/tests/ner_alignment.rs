@@ -192,6 +192,10 @@ fn a_sentence_longer_than_the_window_gets_a_prediction_for_every_word() {
         .map(|&w| (ws.windows[w].1, ws.windows[w].2))
         .collect();
     assert!(ranges.len() > 3);
+    // The length sharded evaluation sizes its logits by, without building the ids.
+    for w in 0..ws.windows.len() {
+        assert_eq!(ws.window_len(w), ws.input_ids(w).len(), "window {w}");
+    }
     let mut checked = 0;
     for (w, pred) in preds[0].iter().enumerate() {
         let p = ws.pieces[0].first_piece[w].unwrap();
